@@ -1,0 +1,1 @@
+"""ichseg.preprocess."""
