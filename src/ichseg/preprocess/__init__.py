@@ -1,1 +1,70 @@
-"""ichseg.preprocess."""
+"""Preprocessing: HU windowing, the HemSeg-200 recipe, CLAHE and invertible spatial helpers."""
+
+from ichseg.preprocess.clahe import CLAHE, apply_clahe
+from ichseg.preprocess.hemseg import (
+    HEMSEG_CLIP,
+    HEMSEG_MEAN,
+    HEMSEG_SPACING,
+    HEMSEG_STATS,
+    HEMSEG_STD,
+    HemSegConfig,
+    HemSegPreprocess,
+    HemSegRecord,
+    HemSegResult,
+    IntensityStats,
+    foreground_intensity_stats,
+    hemseg_preprocess,
+)
+from ichseg.preprocess.spatial import (
+    PadCropRecord,
+    ResizeRecord,
+    SpatialChain,
+    SpatialRecord,
+    bounding_box,
+    center_pad_or_crop,
+    crop_to_box,
+    pad_to_multiple,
+    resize,
+)
+from ichseg.preprocess.windowing import (
+    DEFAULT_WINDOW,
+    WINDOW_PRESETS,
+    ClippedWindowWarning,
+    Windowing,
+    apply_window,
+    parse_window,
+    window_volume,
+)
+
+__all__ = [
+    "CLAHE",
+    "DEFAULT_WINDOW",
+    "HEMSEG_CLIP",
+    "HEMSEG_MEAN",
+    "HEMSEG_SPACING",
+    "HEMSEG_STATS",
+    "HEMSEG_STD",
+    "WINDOW_PRESETS",
+    "ClippedWindowWarning",
+    "HemSegConfig",
+    "HemSegPreprocess",
+    "HemSegRecord",
+    "HemSegResult",
+    "IntensityStats",
+    "PadCropRecord",
+    "ResizeRecord",
+    "SpatialChain",
+    "SpatialRecord",
+    "Windowing",
+    "apply_clahe",
+    "apply_window",
+    "bounding_box",
+    "center_pad_or_crop",
+    "crop_to_box",
+    "foreground_intensity_stats",
+    "hemseg_preprocess",
+    "pad_to_multiple",
+    "parse_window",
+    "resize",
+    "window_volume",
+]

@@ -1,0 +1,90 @@
+"""``ichseg train``: train a model on one fold (or all folds) of a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ichseg.errors import ConfigError
+
+
+def _parse_overrides(items: list[str] | None) -> dict:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_cmd(
+        data: Annotated[str, typer.Option(help="Dataset folder (PhysioNet/HemSeg/manifest)")] = "",
+        out: Annotated[Path, typer.Option(help="Run directory (checkpoints, log.csv)")] = Path(
+            "runs/hpinet-lite"
+        ),
+        model: Annotated[str, typer.Option(help="Registered model name")] = "hpinet",
+        preset: Annotated[str, typer.Option(help="Model preset: lite | paper")] = "lite",
+        fold: Annotated[int, typer.Option(help="Test fold (0-based)")] = 0,
+        all_folds: Annotated[bool, typer.Option("--cv", help="Run all folds")] = False,
+        config: Annotated[Path | None, typer.Option(help="YAML training config")] = None,
+        steps: Annotated[int | None, typer.Option(help="Maximum training steps")] = None,
+        lr: Annotated[float | None, typer.Option(help="Learning rate")] = None,
+        val_every: Annotated[int | None, typer.Option(help="Validate every N steps")] = None,
+        patience: Annotated[int | None, typer.Option(help="Early-stop patience")] = None,
+        amp: Annotated[bool, typer.Option(help="Mixed precision (bf16 CPU / fp16 GPU)")] = False,
+        grad_checkpointing: Annotated[bool, typer.Option(help="Gradient checkpointing")] = False,
+        device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+        threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+        seed: Annotated[int | None, typer.Option(help="Sampling seed")] = None,
+        set_: Annotated[
+            list[str] | None,
+            typer.Option("--set", help="Model config override KEY=VALUE (repeatable)"),
+        ] = None,
+        progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+    ) -> None:
+        """Train (e.g. `ichseg train --model hpinet --preset lite --data DIR --fold 0 --out RUN`)."""
+        from ichseg.training.config import TrainConfig
+        from ichseg.training.trainer import cross_validate, train
+
+        cfg = TrainConfig.load(config) if config else TrainConfig()
+        values = cfg.to_dict()
+        cli = {
+            "data": data or None,
+            "out": str(out) if out != Path("runs/hpinet-lite") or not config else None,
+            "model": model,
+            "preset": preset,
+            "fold": fold,
+            "max_steps": steps,
+            "lr": lr,
+            "val_every": val_every,
+            "patience": patience,
+            "amp": amp or None,
+            "grad_checkpointing": grad_checkpointing or None,
+            "device": device,
+            "num_threads": threads,
+            "seed": seed,
+        }
+        values.update({k: v for k, v in cli.items() if v is not None})
+        overrides = _parse_overrides(set_)
+        if overrides:
+            values["model_overrides"] = {**values.get("model_overrides", {}), **overrides}
+        cfg = TrainConfig.from_dict(values)
+        if all_folds:
+            results = cross_validate(cfg)
+            for r in results:
+                typer.echo(
+                    f"fold {r['fold']}: {r['steps']} steps, best val Dice {r['best_val_dice']:.4f}"
+                )
+            return
+        result = train(cfg, progress=progress)
+        typer.echo(
+            f"{result['steps']} steps in {result['seconds']:.0f} s; best validation Dice "
+            f"{result['best_val_dice']:.4f}; checkpoints in {result['out']}"
+        )

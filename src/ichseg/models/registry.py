@@ -1,0 +1,141 @@
+"""Model registry and checkpoint (de)serialisation of model + config.
+
+A builder is any callable ``builder(preset: str | None = None, **overrides) -> nn.Module``
+registered under a name with :func:`register_model`. The model it returns must expose its
+configuration as ``model.config`` (a dataclass or a plain dict) such that
+``builder(None, **config_as_dict)`` rebuilds the same architecture; :func:`build_model` records
+the registry name on the model (``model.registry_name``).
+
+Checkpoint files written by :func:`save_model` (and read by :func:`load_model`) hold
+``{"model": name, "config": dict, "state_dict": ...}``; extra keys (optimizer, epoch, ...) written
+by training code are ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ichseg.errors import ConfigError, InputFileError
+
+Builder = Callable[..., nn.Module]
+
+_REGISTRY: dict[str, Builder] = {}
+
+#: Modules imported lazily so that their ``@register_model`` decorators run.
+_BUILTIN_MODULES: tuple[str, ...] = ("ichseg.models.hpinet",)
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder`` under ``name`` (re-registering the same function is a
+    no-op; a different function under a taken name raises :class:`ConfigError`)."""
+
+    def deco(builder: Builder) -> Builder:
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing is not builder:
+            same = (
+                getattr(existing, "__module__", None) == builder.__module__
+                and getattr(existing, "__qualname__", None) == builder.__qualname__
+            )
+            if not same:
+                raise ConfigError(f"model name {name!r} is already registered")
+        _REGISTRY[name] = builder
+        return builder
+
+    return deco
+
+
+def _load_builtins() -> None:
+    for mod in _BUILTIN_MODULES:
+        importlib.import_module(mod)
+
+
+def available_models() -> list[str]:
+    """Sorted names of all registered models."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def build_model(name: str, preset: str | None = None, **overrides: Any) -> nn.Module:
+    """Build registered model ``name`` from ``preset`` with keyword ``overrides``."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    model = _REGISTRY[name](preset, **overrides)
+    model.registry_name = name
+    return model
+
+
+def model_config_dict(model: nn.Module) -> dict[str, Any]:
+    """``model.config`` as a plain dict (dataclass configs use their ``to_dict`` if present)."""
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        raise ConfigError(f"{type(model).__name__} has no .config; cannot serialise it")
+    if hasattr(cfg, "to_dict"):
+        return dict(cfg.to_dict())
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return dataclasses.asdict(cfg)
+    if isinstance(cfg, dict):
+        return dict(cfg)
+    raise ConfigError(f"unsupported config type {type(cfg).__name__}")
+
+
+def model_to_state(model: nn.Module) -> dict[str, Any]:
+    """``{"model": name, "config": dict, "state_dict": ...}`` for ``torch.save``."""
+    name = getattr(model, "registry_name", None)
+    if name is None:
+        raise ConfigError(
+            f"{type(model).__name__} was not built through the registry (no registry_name)"
+        )
+    return {
+        "model": name,
+        "config": model_config_dict(model),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def save_model(model: nn.Module, path: str | Path) -> Path:
+    """Write :func:`model_to_state` to ``path`` (parent folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model_to_state(model), path)
+    return path
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict on the CPU (``weights_only=True``) and check its keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputFileError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict) or not {"model", "config", "state_dict"} <= set(state):
+        raise InputFileError(
+            f"{path} is not an ichseg model checkpoint (needs keys model, config, state_dict)"
+        )
+    return state
+
+
+def model_from_state(state: dict[str, Any], source: str = "checkpoint") -> nn.Module:
+    """Rebuild and load a model from a :func:`model_to_state` dict (eval mode)."""
+    model = build_model(str(state["model"]), None, **dict(state["config"]))
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise InputFileError(f"{source}: weights do not match the stored config: {first}") from exc
+    return model.eval()
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, Any]:
+    """Rebuild a model from a checkpoint file; returns ``(model in eval mode, model.config)``."""
+    model = model_from_state(read_state(path), str(path))
+    return model, model.config

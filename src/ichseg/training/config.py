@@ -1,0 +1,92 @@
+"""Typed training configuration, loadable from and saved to YAML."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ichseg.errors import ConfigError
+from ichseg.training.data import SamplerConfig
+from ichseg.training.losses import LossWeights
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; stored next to its checkpoints as ``config.yaml``."""
+
+    data: str = ""  #: dataset folder (any layout :func:`ichseg.data.open_dataset` knows)
+    out: str = "runs/hpinet-lite"
+    model: str = "hpinet"
+    preset: str = "lite"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    fold: int = 0
+    folds: int = 5
+    split_seed: int = 0
+    val_fraction: float = 0.2
+    splits_file: str | None = None  #: reuse a splits JSON (default: ``<out>/splits.json``)
+    min_hemorrhage_slices: int = 1  #: the paper's filter, counted on the whole scan
+    window: str = "brain"
+    max_steps: int = 2000
+    lr: float = 1e-5
+    weight_decay: float = 1e-7
+    loss: LossWeights = field(default_factory=LossWeights)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    seed: int = 0
+    log_every: int = 10
+    val_every: int = 200
+    val_cases: int | None = None  #: limit validation cases (None = all)
+    ckpt_every: int = 50
+    patience: int | None = None  #: stop after this many validations without improvement
+    amp: bool = False  #: bf16 autocast on CPU, fp16 + GradScaler on CUDA
+    grad_checkpointing: bool = False
+    grad_clip: float | None = 1.0
+    device: str = "auto"
+    num_threads: int | None = None
+    cache_dir: str | None = None  #: where prepared cases are cached (default ``<out>/cache``)
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ConfigError("training needs --data (a dataset folder)")
+        if not 0 <= self.fold < self.folds:
+            raise ConfigError(f"fold {self.fold} is outside 0..{self.folds - 1}")
+        if self.max_steps < 1 or self.lr <= 0:
+            raise ConfigError("max_steps must be >= 1 and lr > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        data = dict(data)
+        if isinstance(data.get("loss"), dict):
+            data["loss"] = LossWeights(**data["loss"])
+        elif isinstance(data.get("loss"), str):
+            data["loss"] = LossWeights.preset(data["loss"])
+        if isinstance(data.get("sampler"), dict):
+            data["sampler"] = SamplerConfig(**data["sampler"])
+        return cls(**data)
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{p}: cannot read training config ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: a training config must be a YAML mapping")
+        return cls.from_dict(data)

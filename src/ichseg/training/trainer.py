@@ -1,0 +1,381 @@
+"""The ICH-HPINet training loop: fold-aware, resumable, logged, optionally distributed.
+
+* Checkpoints (``last.pt``) are written atomically every ``ckpt_every`` steps; a killed run resumes
+  from the last one and continues exactly as the uninterrupted run (every step's sample and
+  dropout draw depend only on ``(seed, step, rank)``).
+* ``best.pt`` keeps the weights with the best validation Dice on the fold's **inner validation**
+  split (never the test fold); ``log.csv`` has one row per logged step and per validation.
+* Multi-GPU: launch with ``torchrun --nproc_per_node N -m ichseg.cli train ...``; each rank draws
+  its own samples, gradients are averaged by DistributedDataParallel, rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ichseg.data.dataset import open_dataset
+from ichseg.data.splits import Splits, make_splits
+from ichseg.errors import ConfigError, EmptyMaskError
+from ichseg.models.registry import build_model, model_to_state
+from ichseg.training.config import TrainConfig
+from ichseg.training.data import (
+    PreparedCase,
+    SampleStream,
+    build_sample,
+    prepare_case,
+    sample_rng,
+)
+from ichseg.training.losses import hpinet_loss
+
+LOG_FIELDS = (
+    "step",
+    "kind",
+    "loss",
+    "vsl",
+    "ssl",
+    "fcl",
+    "val_dice",
+    "val_vim_dice",
+    "lr",
+    "seconds",
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def dice_score(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """Hard Dice; both empty counts as 1 (see :mod:`ichseg.evaluation.metrics`)."""
+    p, g = pred.bool(), gt.bool()
+    denom = int(p.sum()) + int(g.sum())
+    return 1.0 if denom == 0 else 2.0 * int((p & g).sum()) / denom
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistInfo:
+    """Initialise torch.distributed when launched by torchrun (``WORLD_SIZE`` > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return DistInfo(dist.get_rank(), world, local)
+
+
+class Trainer:
+    """Train one model on one fold of a dataset (see module docstring)."""
+
+    def __init__(self, cfg: TrainConfig, progress: bool = True) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.progress = progress
+        self.out = Path(cfg.out)
+        self.dist = init_distributed()
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.device = resolve_device(cfg.device)
+        if self.dist.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.step = 0
+        self.best_val = -math.inf
+        self.validations_without_improvement = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ set-up
+    def _splits(self) -> Splits:
+        cfg = self.cfg
+        path = Path(cfg.splits_file) if cfg.splits_file else self.out / "splits.json"
+        if path.exists():
+            return Splits.from_json(path)
+        dataset = self.dataset
+        splits = make_splits(
+            dataset, k=cfg.folds, seed=cfg.split_seed, val_fraction=cfg.val_fraction
+        )
+        if self.dist.is_main:
+            splits.to_json(path)
+        return splits
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        dataset = open_dataset(cfg.data)
+        if cfg.min_hemorrhage_slices > 0:
+            dataset = dataset.filter_min_hemorrhage_slices(cfg.min_hemorrhage_slices)
+        self.dataset = dataset
+        splits = self._splits()
+        fold = splits.fold(cfg.fold)
+        torch.manual_seed(cfg.seed)  # identical initial weights for a given seed
+        self.model = build_model(cfg.model, cfg.preset, **cfg.model_overrides)
+        if cfg.grad_checkpointing and hasattr(self.model, "set_checkpointing"):
+            self.model.set_checkpointing(True)
+        self.model.to(self.device)
+        slice_size = int(self.model.config.slice_size)
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else self.out / "cache"
+        by_id = {c.case_id: c for c in dataset.cases}
+        missing = [i for i in (*fold.train, *fold.val) if i not in by_id]
+        if missing:
+            raise ConfigError(f"splits mention cases not in the dataset: {', '.join(missing[:5])}")
+        self.train_cases = self._prepare([by_id[i] for i in fold.train], slice_size, cache, "train")
+        val_ids = list(fold.val)[: cfg.val_cases] if cfg.val_cases else list(fold.val)
+        self.val_cases = [
+            c
+            for c in self._prepare([by_id[i] for i in val_ids], slice_size, cache, "val")
+            if c.positive_slices.size > 0
+        ]
+        self.stream = SampleStream(self.train_cases, cfg.sampler, cfg.seed, self.dist.rank)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        use_cuda_amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_cuda_amp)
+        self.train_model: nn.Module = self.model
+        if self.dist.world > 1:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        if (self.out / "last.pt").exists():
+            self.load_checkpoint(self.out / "last.pt")
+        if self.dist.is_main:
+            cfg.save(self.out / "config.yaml")
+
+    def _prepare(self, cases: list, slice_size: int, cache: Path, label: str) -> list[PreparedCase]:
+        from rich.progress import track
+
+        items = track(cases, description=f"preparing {label} cases") if self.progress else cases
+        return [prepare_case(c, slice_size, self.cfg.window, cache) for c in items]
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        return {
+            **model_to_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "best_val": self.best_val,
+            "validations_without_improvement": self.validations_without_improvement,
+            "train_config": self.cfg.to_dict(),
+        }
+
+    def save_checkpoint(self, path: Path) -> None:
+        if not self.dist.is_main:
+            return
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.best_val = float(state["best_val"])
+        self.validations_without_improvement = int(state["validations_without_improvement"])
+
+    # ------------------------------------------------------------------ steps
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self.cfg.amp:
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _to_device(self, sample: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in sample.items()
+        }
+
+    def _next_sample(self, step: int) -> dict[str, Any]:
+        for attempt in range(16):
+            sample = self.stream(step * 16 + attempt) if attempt else self.stream(step)
+            if sample["k_indices"]:
+                return sample
+        raise EmptyMaskError("could not draw a training sample with propagation targets")
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimisation step on the sample of ``step`` (deterministic per step)."""
+        self.model.train()
+        torch.manual_seed(int(sample_rng(self.cfg.seed, step, self.dist.rank, 1).integers(2**31)))
+        s = self._to_device(self._next_sample(step))
+        with self._autocast():
+            outputs = self.train_model(
+                s["volume"], s["hints"], s["prev_mask"], s["r_index"], s["k_indices"]
+            )
+        losses = hpinet_loss(outputs, s["gt"], s["r_index"], s["k_indices"], self.cfg.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses.total).backward()
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return losses.as_floats()
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean slice Dice (SIM + propagated targets) and VIM 3D Dice on fixed val samples."""
+        self.model.eval()
+        slice_scores, vim_scores = [], []
+        for idx, case in enumerate(self.val_cases):
+            rng = sample_rng(self.cfg.seed + 7919, idx)
+            sample = build_sample(case, self.cfg.sampler, rng, step=10**9)
+            if not sample["k_indices"]:
+                continue
+            s = self._to_device(sample)
+            with self._autocast():
+                out = self.model(
+                    s["volume"], s["hints"], s["prev_mask"], s["r_index"], s["k_indices"]
+                )
+            gt = s["gt"]
+            scores = [dice_score(out["sim_logits"] > 0, gt[:, :, s["r_index"]])]
+            scores += [
+                dice_score(lg > 0, gt[:, :, k])
+                for k, lg in zip(s["k_indices"], out["mpffm_logits"], strict=False)
+            ]
+            slice_scores.append(float(np.mean(scores)))
+            if out.get("vim_logits") is not None:
+                vl = out["vim_logits"]
+                g = torch.nn.functional.adaptive_avg_pool3d(gt.float(), vl.shape[2:]) >= 0.5
+                vim_scores.append(dice_score(vl > 0, g))
+        return {
+            "val_dice": float(np.mean(slice_scores)) if slice_scores else float("nan"),
+            "val_vim_dice": float(np.mean(vim_scores)) if vim_scores else float("nan"),
+        }
+
+    # ------------------------------------------------------------------ loop
+    def _log(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if not self.dist.is_main:
+            return
+        path = self.out / "log.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+    def _steps(self) -> Iterator[int]:
+        start, end = self.step, self.cfg.max_steps
+        if self.progress and self.dist.is_main:
+            from tqdm import tqdm
+
+            yield from tqdm(range(start, end), initial=start, total=end, desc="training")
+        else:
+            yield from range(start, end)
+
+    def run(self) -> dict[str, Any]:
+        """Train until ``max_steps`` (or early stopping); returns a summary."""
+        if not hasattr(self, "model"):
+            self.setup()
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        window: list[dict[str, float]] = []
+        stopped_early = False
+        for step in self._steps():
+            window.append(self.train_step(step))
+            self.step = step + 1
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                self._log(
+                    {
+                        "step": self.step,
+                        "kind": "train",
+                        **mean,
+                        "lr": cfg.lr,
+                        "seconds": round(time.perf_counter() - t0, 2),
+                    }
+                )
+                window = []
+            if self.step % cfg.val_every == 0 or self.step == cfg.max_steps:
+                val = self.validate() if self.val_cases else {"val_dice": float("nan")}
+                self._log(
+                    {
+                        "step": self.step,
+                        "kind": "val",
+                        **val,
+                        "seconds": round(time.perf_counter() - t0, 2),
+                    }
+                )
+                if val["val_dice"] > self.best_val:
+                    self.best_val = val["val_dice"]
+                    self.validations_without_improvement = 0
+                    self.save_checkpoint(self.out / "best.pt")
+                else:
+                    self.validations_without_improvement += 1
+                if cfg.patience and self.validations_without_improvement >= cfg.patience:
+                    stopped_early = True
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps or stopped_early:
+                self.save_checkpoint(self.out / "last.pt")
+            if stopped_early:
+                break
+        return {
+            "steps": self.step,
+            "best_val_dice": self.best_val,
+            "stopped_early": stopped_early,
+            "seconds": time.perf_counter() - t0,
+            "out": str(self.out),
+        }
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
+    """Train one fold (see :class:`Trainer`)."""
+    return Trainer(cfg, progress=progress).run()
+
+
+def cross_validate(cfg: TrainConfig, folds: list[int] | None = None) -> list[dict[str, Any]]:
+    """Five-fold cross-validation driver: one run directory per fold, shared splits file."""
+    results = []
+    base = Path(cfg.out)
+    splits_file = cfg.splits_file or str(base / "splits.json")
+    for fold in folds if folds is not None else range(cfg.folds):
+        fold_cfg = TrainConfig.from_dict(
+            {
+                **cfg.to_dict(),
+                "fold": fold,
+                "out": str(base / f"fold{fold}"),
+                "splits_file": splits_file,
+            }
+        )
+        if not Path(splits_file).exists():
+            Path(splits_file).parent.mkdir(parents=True, exist_ok=True)
+            ds = open_dataset(cfg.data)
+            if cfg.min_hemorrhage_slices > 0:
+                ds = ds.filter_min_hemorrhage_slices(cfg.min_hemorrhage_slices)
+            make_splits(
+                ds, k=cfg.folds, seed=cfg.split_seed, val_fraction=cfg.val_fraction
+            ).to_json(splits_file)
+        results.append({"fold": fold, **train(fold_cfg)})
+    return results

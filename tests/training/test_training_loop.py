@@ -1,0 +1,185 @@
+"""Training: losses, sampler determinism, loss decrease, exact resume, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ichseg.cli import app, register_commands
+from ichseg.errors import ConfigError
+from ichseg.models.registry import build_model
+from ichseg.training.config import TrainConfig
+from ichseg.training.data import (
+    PreparedCase,
+    SamplerConfig,
+    build_sample,
+    choose_targets,
+    sample_rng,
+)
+from ichseg.training.losses import LossWeights, hpinet_loss, soft_dice_loss
+from ichseg.training.trainer import Trainer
+
+TINY = {
+    "slice_size": 32,
+    "vim_base": 4,
+    "sim_widths": [8, 8, 16, 16],
+    "sim_aspp_channels": 8,
+    "key_widths": [8, 8, 16],
+    "value_widths": [8, 8, 16],
+    "key_dim": 8,
+    "value_dim": 16,
+    "decoder_widths": [16, 8, 8],
+}
+
+
+def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        data=str(data),
+        out=str(out),
+        model_overrides=dict(TINY),
+        lr=1e-3,
+        max_steps=6,
+        val_every=3,
+        ckpt_every=3,
+        log_every=1,
+        num_threads=1,
+        seed=3,
+    )
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
+def test_soft_dice_perfect_and_wrong():
+    gt = torch.zeros(1, 1, 8, 8)
+    gt[..., 2:6, 2:6] = 1
+    good = gt * 40 - 20
+    assert soft_dice_loss(good, gt) < 1e-3
+    assert soft_dice_loss(-good, gt) > 0.9
+
+
+def test_loss_weights_and_terms():
+    gt = torch.zeros(1, 1, 4, 8, 8)
+    gt[:, :, 1:3, 2:6, 2:6] = 1
+    perfect = gt * 40 - 20
+    outputs = {
+        "vim_logits": perfect[:, :, :, ::2, ::2],
+        "sim_logits": perfect[:, :, 1],
+        "mpffm_logits": [perfect[:, :, 2], -perfect[:, :, 3] * 0 - 20],
+        "fcm_aux_logits": [[perfect[:, :, 2]], [-perfect[:, :, 3] * 0 - 20]],
+    }
+    b = hpinet_loss(outputs, gt, 1, [2, 3])
+    assert float(b.total) < 0.05
+    bad = dict(outputs, sim_logits=-perfect[:, :, 1])
+    w_slice = LossWeights(volume=0, slice=1, fcm=0)
+    w_none = LossWeights(volume=0, slice=0, fcm=1)
+    assert float(hpinet_loss(bad, gt, 1, [2, 3], w_slice).total) > 0.2
+    assert float(hpinet_loss(bad, gt, 1, [2, 3], w_none).total) < 0.05
+    code = LossWeights.preset("code")
+    assert (code.volume, code.slice, code.fcm, code.ce) == (4.0, 5.0, 1.0, 0.0)
+    with pytest.raises(ConfigError):
+        LossWeights(dice=0, ce=0)
+
+
+def test_choose_targets_walks_one_direction():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        t = choose_targets(5, 12, 2, 3, rng)
+        steps = np.diff([5, *t])
+        assert len(t) == 2 and (np.all(steps > 0) or np.all(steps < 0))
+        assert np.all(np.abs(steps) <= 3)
+    assert choose_targets(0, 1, 2, 3, rng) == []
+    assert all(k > 0 for k in choose_targets(0, 8, 2, 1, rng))
+
+
+def _prepared() -> PreparedCase:
+    img = np.full((10, 32, 32), 0.4, np.float32)
+    mask = np.zeros((10, 32, 32), np.uint8)
+    mask[3:7, 10:20, 12:22] = 1
+    img[mask > 0] = 0.9
+    return PreparedCase("x", img, mask, (5.0, 0.9, 0.9))
+
+
+def test_sample_is_pure_function_of_seed_and_step():
+    case = _prepared()
+    a = build_sample(case, SamplerConfig(), sample_rng(1, 5), 5)
+    b = build_sample(case, SamplerConfig(), sample_rng(1, 5), 5)
+    c = build_sample(case, SamplerConfig(), sample_rng(1, 6), 6)
+    assert torch.equal(a["hints"], b["hints"]) and a["k_indices"] == b["k_indices"]
+    assert a["r_index"] in range(3, 7)  # the prompt lies on a hemorrhage slice
+    assert a["hints"][0, :, a["r_index"]].sum() > 0
+    assert not (torch.equal(a["hints"], c["hints"]) and torch.equal(a["prev_mask"], c["prev_mask"]))
+
+
+def test_training_steps_reduce_loss():
+    torch.manual_seed(0)
+    model = build_model("hpinet", "lite", **TINY)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    s = build_sample(_prepared(), SamplerConfig(), sample_rng(0, 0), 0)
+    losses = []
+    for _ in range(25):
+        out = model(s["volume"], s["hints"], s["prev_mask"], s["r_index"], s["k_indices"])
+        loss = hpinet_loss(out, s["gt"], s["r_index"], s["k_indices"]).total
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+
+
+def test_resume_reproduces_uninterrupted_run(tiny_physionet, tmp_path):
+    full = Trainer(tiny_cfg(tiny_physionet, tmp_path / "full", max_steps=5), progress=False)
+    full.run()
+    part = Trainer(tiny_cfg(tiny_physionet, tmp_path / "part", max_steps=3), progress=False)
+    part.run()
+    resumed = Trainer(tiny_cfg(tiny_physionet, tmp_path / "part", max_steps=5), progress=False)
+    resumed.run()
+    assert resumed.step == 5
+    train_rows = [r for r in full.history if r["kind"] == "train"]
+    resumed_rows = [r for r in resumed.history if r["kind"] == "train"]
+    assert [r["step"] for r in resumed_rows] == [4, 5]
+    for a, b in zip(train_rows[3:], resumed_rows, strict=True):
+        assert a["loss"] == b["loss"]
+    for (n1, p1), (_, p2) in zip(
+        full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(p1, p2), n1
+    assert (tmp_path / "part" / "best.pt").exists() and (tmp_path / "part" / "log.csv").exists()
+
+
+def test_config_yaml_round_trip_and_errors(tmp_path):
+    cfg = tiny_cfg(Path("d"), tmp_path, loss=LossWeights.preset("code"))
+    path = cfg.save(tmp_path / "c.yaml")
+    again = TrainConfig.load(path)
+    assert again == cfg
+    with pytest.raises(ConfigError):
+        TrainConfig.from_dict({"nonsense": 1})
+    with pytest.raises(ConfigError):
+        TrainConfig(data="x", fold=7).validate()
+
+
+def test_cli_train_runs_a_fold(tiny_physionet, tmp_path):
+    register_commands()
+    args = [
+        "train",
+        "--data",
+        str(tiny_physionet),
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "2",
+        "--val-every",
+        "2",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
+    for k, v in TINY.items():
+        args += ["--set", f"{k}={v}"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "best validation Dice" in res.output
+    assert (tmp_path / "run" / "last.pt").exists()
