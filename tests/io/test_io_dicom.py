@@ -86,6 +86,16 @@ def test_rescale_slope_intercept_gives_float_hu(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back.array, hu)
 
 
+def test_values_beyond_int16_fall_back_to_float(tmp_path: Path) -> None:
+    vol = head_phantom()
+    arr = vol.array.astype(np.int32)
+    arr[3, 3, 4] = 40000
+    write_dicom_series(vol.with_array(arr), tmp_path / "s", rescale=(1.0, -1000.0))
+    back = read_dicom_series(tmp_path / "s")
+    assert back.array.dtype == np.float32
+    np.testing.assert_array_equal(back.array, arr)
+
+
 def test_per_slice_rescale_is_applied(tmp_path: Path) -> None:
     vol = head_phantom()
     paths = write_dicom_series(vol, tmp_path / "s", rescale=(1.0, -1024.0))
@@ -123,6 +133,18 @@ def test_non_dicom_files_are_ignored(tmp_path: Path) -> None:
     (tmp_path / "s" / "notes.json").write_bytes(b"\x08\x00\x05\x00CS\x0a\x00not dicom at all")
     (tmp_path / "s" / ".DS_Store").write_bytes(b"\x00" * 300)
     assert read_dicom_series(tmp_path / "s").shape == (24, 28, 6)
+
+
+def test_files_without_preamble_or_meta_header_are_read(tmp_path: Path) -> None:
+    vol = head_phantom(shape=(8, 9, 3))
+    for p in write_dicom_series(vol, tmp_path / "s"):  # old ACR-NEMA-style export, no suffix
+        ds = pydicom.dcmread(str(p))
+        del ds.file_meta
+        ds.preamble = None
+        ds.save_as(str(p.with_suffix("")), implicit_vr=True, enforce_file_format=False)
+        p.unlink()
+    back = read_dicom_series(tmp_path / "s")
+    np.testing.assert_array_equal(back.array, vol.array)
 
 
 @pytest.mark.parametrize("keep", [200, -100])

@@ -9,7 +9,7 @@ import pytest
 from io_synth import head_phantom
 
 from ichseg.errors import EmptyMaskError, GeometryError, InputFileError
-from ichseg.io import load_mask, read_dicom_series, reorient, write_dicom_series
+from ichseg.io import load_mask, load_volume, read_dicom_series, reorient, write_dicom_series
 from ichseg.io.dicom_seg import read_dicom_seg, write_dicom_seg
 
 hd = pytest.importorskip("highdicom")
@@ -78,3 +78,5 @@ def test_seg_refuses_bad_masks_and_overwrite(tmp_path: Path) -> None:
         write_dicom_seg(mask, tmp_path / "ct", tmp_path / "c.dcm")
     with pytest.raises(InputFileError, match="refers to"):
         load_mask(tmp_path / "c.dcm")
+    with pytest.raises(InputFileError, match="holds no image"):
+        load_volume(tmp_path / "c.dcm")

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from io_synth import head_phantom
 
-from ichseg.errors import InputFileError
+from ichseg.errors import IchsegError, InputFileError
 from ichseg.io import Volume, load_mask, load_volume, make_affine, save_volume, write_dicom_series
 from ichseg.io.dicom import read_dicom_series
 
@@ -110,3 +110,24 @@ def test_truncated_dicom_slice_always_gives_input_file_error(frac: float) -> Non
             assert paths[1].name in str(exc)
         else:
             raise AssertionError("a truncated DICOM slice was accepted")
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    suffix=st.sampled_from([".nii", ".mha"]),
+    offset=st.integers(0, 351),
+    value=st.integers(0, 255),
+)
+def test_corrupted_header_bytes_never_escape_as_other_errors(
+    suffix: str, offset: int, value: int
+) -> None:
+    data = bytearray(_good_bytes(suffix))
+    data[offset] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"c{suffix}"
+        path.write_bytes(bytes(data))
+        try:
+            vol = load_volume(path, allow_non_ct=True)
+        except IchsegError:
+            return
+        assert vol.array.ndim == 3 and np.all(np.isfinite(vol.affine))

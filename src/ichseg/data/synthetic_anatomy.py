@@ -68,7 +68,7 @@ def _smin(a: Arr, b: Arr, k: float) -> Arr:
 
 
 @dataclass(frozen=True)
-class Tissue:
+class TissueHU:
     """Hounsfield units of the tissues of one synthetic head."""
 
     white: float
@@ -102,14 +102,14 @@ class HeadAnatomy:
         self.r_sup = u(66.0, 74.0)
         self.r_inf = u(90.0, 98.0)
         self.gap = 0.7 + 2.4 * a + u(0.0, 0.6)
-        self.sulcus_width = 0.25 + 1.1 * a + u(0.0, 0.25)
+        self.sulcus_width = 0.45 + 1.2 * a + u(0.0, 0.3)
         self.sulcus_depth = u(14.0, 20.0)
         self.vent_scale = (0.75 + 0.9 * a) * u(0.85, 1.2)
         self.ihf_width = 0.5 + 1.8 * a + u(0.0, 0.4)
         self.grey_thickness = u(2.3, 3.2)
-        self.skull_t = u(5.0, 7.5)
+        self.skull_t = u(4.5, 7.0)
         self.scalp_t = u(3.5, 6.5)
-        self.temporalis = u(4.0, 9.0)
+        self.temporalis = u(2.5, 7.0)
         self.frontal_sinus = u(0.0, 1.2)  # size factor; 0 = absent
         self.mid_shift = u(-1.5, 1.5)
         self.mid_wave = (u(-2.0, 2.0), u(0.0, 2 * np.pi))
@@ -118,7 +118,7 @@ class HeadAnatomy:
         self.streak_strength = u(0.3, 1.0)
         white = rng.normal(27.0, 1.5)
         grey = white + rng.normal(9.0, 1.2)
-        self.tissue = Tissue(
+        self.tissue = TissueHU(
             white=white,
             grey=grey,
             deep_grey=white + 0.75 * (grey - white),
@@ -173,8 +173,8 @@ class HeadAnatomy:
         floor = np.where(foramen, -150.0, floor)
         ridge = (ax > 12.0) & (ax < 62.0) & (np.abs(Y - y_pet) < 4.0)
         floor = np.where(ridge, -33.0 + 3 * j[5] - 0.1 * ax, floor)
-        floor = ndi.gaussian_filter(floor, 2.0)
-        floor += 1.5 * ndi.gaussian_filter(rng.standard_normal(floor.shape), 4.0) * 4.0
+        floor = ndi.gaussian_filter(floor, 2.5)
+        floor += 1.5 * ndi.gaussian_filter(rng.standard_normal(floor.shape), 3.0) * 6.0
         gx, gy = np.gradient(floor, sp)
         cos = 1.0 / np.sqrt(1.0 + gx * gx + gy * gy)
         lo = (float(xs[0]), float(ys[0]))
@@ -279,7 +279,7 @@ class HeadAnatomy:
 
     def cerebellar(self, x: Arr, y: Arr, z: Arr) -> Arr:
         """Signed height above the tentorium (negative in the posterior fossa)."""
-        return self.tent(x, y) - z
+        return z - self.tent(x, y)
 
     def skull_thickness(self, x: Arr, y: Arr, z: Arr) -> Arr:
         """Skull thickness (mm): thin temporal squama, thick frontal/occipital bone and base."""
@@ -289,8 +289,10 @@ class HeadAnatomy:
         )
         t = t * (F32(1.0) - F32(0.45) * temporal)
         t = t + F32(2.5) * smoothstep((np.abs(y) - F32(60.0)) / F32(20.0))
-        base = np.clip(-(z + F32(26.0)), F32(0.0), F32(30.0))
-        t = t + F32(0.9) * base
+        base = np.clip(-(z + F32(30.0)), F32(0.0), F32(22.0))
+        central = smoothstep((y + F32(35.0)) / F32(15.0)) * smoothstep((F32(62.0) - np.abs(x)) / F32(15.0))
+        central = central * smoothstep((F32(40.0) - y) / F32(15.0))
+        t = t + F32(0.6) * base * central
         fs = F32(self.frontal_sinus)
         if fs > 0:
             t = t + F32(11.0) * fs * np.exp(
@@ -329,9 +331,9 @@ class HeadAnatomy:
     def head_outer(self, x: Arr, y: Arr, z: Arr, d_icc: Arr, t_skull: Arr) -> Arr:
         """Signed distance to the skin (scalp, temporalis, face, nose and neck)."""
         scalp = F32(self.scalp_t) + F32(self.temporalis) * smoothstep(
-            (np.abs(x) - F32(40.0)) / F32(15.0)
-        ) * smoothstep((F32(25.0) - np.abs(z + F32(10.0))) / F32(12.0)) * smoothstep(
-            (F32(30.0) - np.abs(y + F32(10.0))) / F32(20.0)
+            (np.abs(x) - F32(35.0)) / F32(25.0)
+        ) * smoothstep((F32(30.0) - np.abs(z + F32(12.0))) / F32(20.0)) * smoothstep(
+            (F32(45.0) - np.abs(y + F32(5.0))) / F32(30.0)
         )
         scalp = scalp + F32(0.8) * np.clip(-(z + F32(45.0)), 0, 50) * smoothstep(y / F32(20.0))
         d = d_icc - t_skull - scalp
@@ -367,7 +369,8 @@ class HeadAnatomy:
         r = np.sqrt(x * x + y * y + z * z)
         k = (F32(70.0) + F32(0.3) * (r - F32(70.0))) / np.maximum(r, F32(1.0))
         s = self.f_sulci(x * k, y * k, z * k) * F32(2.8)
-        w = F32(self.sulcus_width) * np.clip(F32(1.0) - depth / F32(self.sulcus_depth), 0, 1)
+        w = F32(self.sulcus_width) * smoothstep((F32(self.sulcus_depth) - depth) / F32(5.0))
+        w = w * (F32(1.0) + F32(0.8) * np.exp(-np.maximum(depth, 0) / F32(2.0)))
         w = w * smoothstep(cb / F32(3.0))
         # Cerebellar folia: horizontal sheets, visible mainly with atrophy.
         fol = self.f_folia(x * F32(0.35), (y - F32(30.0)) * F32(0.35), z) * F32(0.9)
@@ -442,8 +445,11 @@ class HeadAnatomy:
         s = (d_icc - t_skull) / F32(self.scalp_t)
         fat_layer = np.exp(-(((s - F32(0.62)) / F32(0.2)) ** 2)) * F32(0.55)
         field = self.f_soft(x, y, z)
-        fat_face = smoothstep(field * F32(1.5) + F32(0.2)) * smoothstep(-(z + F32(35.0)) / F32(10.0))
-        fat = np.maximum(fat_layer, fat_face * F32(0.8))
+        skin = -self.head_outer(x, y, z, d_icc, t_skull)
+        sub_fat = smoothstep((F32(2.0) - np.abs(skin - F32(5.0) - F32(2.0) * field)) / F32(2.0))
+        face = smoothstep(-(z + F32(30.0)) / F32(10.0))
+        fat_face = np.maximum(sub_fat, smoothstep(field * F32(2.0) - F32(1.2))) * face
+        fat = np.maximum(fat_layer, fat_face * F32(0.85))
         v = F32(t.soft) + (F32(t.fat) - F32(t.soft)) * fat
         muscle = smoothstep((np.abs(x) - F32(45.0)) / F32(10.0)) * smoothstep(
             (F32(22.0) - np.abs(z + F32(10.0))) / F32(10.0)

@@ -16,8 +16,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from ichseg.data.synthetic_anatomy import HeadAnatomy, _ell
-from ichseg.data.synthetic_anatomy import Tissue as TissueHU
+from ichseg.data.synthetic_anatomy import HeadAnatomy, TissueHU, _ell
 from ichseg.data.synthetic_fields import F32, Box, ScanGeometry, smoothstep, upsample_box
 
 _BIG = F32(1e3)
@@ -190,6 +189,10 @@ def render_head(
         orb[low], globe[low] = o, g
     d_head = np.maximum(anat.head_outer(x, y, z, d_icc, t_sk), -air)
     d_bone = np.maximum(np.maximum(d_icc - t_sk, -orb), -air)
+    # Thin bony walls around the sinuses and the back of the orbits (face only).
+    walls = np.minimum(np.maximum(air - F32(1.8), -air), np.maximum(orb - F32(1.5), -orb - F32(0.5)))
+    walls = np.maximum(walls, np.maximum(z + F32(25.0), -F32(85.0) - y))
+    d_bone = np.minimum(d_bone, walls)
 
     # Soft-tissue values (outside the cavity) and bone values.
     outer = np.flatnonzero(d_icc > -margin)

@@ -180,7 +180,7 @@ def _iter_files(folder: Path) -> Iterator[Path]:
 
 def _show_progress(progress: bool | None, n: int) -> bool:
     if progress is None:
-        return n > PROGRESS_MIN_FILES and sys.stderr.isatty()
+        return n > PROGRESS_MIN_FILES and bool(getattr(sys.stderr, "isatty", lambda: False)())
     return progress
 
 
@@ -373,6 +373,16 @@ def _lps_affine(
 # --------------------------------------------------------------------------------------------
 
 
+def _optional_float(ds: Dataset, keyword: str) -> float | None:
+    """A numeric header value, ``None`` when absent, empty or malformed."""
+    with contextlib.suppress(TypeError, ValueError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = ds.get(keyword)
+        if value not in (None, ""):
+            return float(value)
+    return None
+
+
 def _rescale(h: _Header) -> tuple[float, float]:
     try:
         slope = float(h.ds.get("RescaleSlope", 1.0) or 1.0)
@@ -499,11 +509,8 @@ def read_dicom_series(
             f"{root}: series of {cols}x{rows}x{n} = {rows * cols * n} voxels exceeds the limit "
             f"of {max_voxels} voxels"
         )
-    tilt_note = ""
-    gantry = first.get("GantryDetectorTilt")
-    if gantry is not None:
-        with contextlib.suppress(TypeError, ValueError):
-            tilt_note = f" (header GantryDetectorTilt {float(gantry):g} degrees)"
+    gantry = _optional_float(first, "GantryDetectorTilt")
+    tilt_note = f" (header GantryDetectorTilt {gantry:g} degrees)" if gantry is not None else ""
     if stack.tilted and not correct_tilt:
         raise GeometryError(
             f"{root}: gantry-tilted series: slices are sheared by {stack.tilt_deg:.2f} degrees "
@@ -546,7 +553,7 @@ def read_dicom_series(
         "patient_id": str(first.get("PatientID", "") or ""),
         "n_slices": n,
         "slice_spacing": stack.slice_spacing,
-        "slice_thickness": float(first.get("SliceThickness", 0) or 0) or None,
+        "slice_thickness": _optional_float(first, "SliceThickness"),
         "gantry_tilt_deg": stack.tilt_deg if stack.tilted else 0.0,
         "tilt_corrected": stack.tilted,
         "files": [str(h.path) for h in ordered],
@@ -554,6 +561,11 @@ def read_dicom_series(
         "dtype": str(array.dtype),
     }
     return Volume(array, LPS_RAS @ lps, Intensity.hu(), meta)
+
+
+def is_image_dataset(ds: Dataset) -> bool:
+    """True for image objects (CT, MR, secondary capture...), false for SEG, SR, RTSTRUCT..."""
+    return _is_image(ds)
 
 
 def read_dicom_file_header(path: str | Path) -> Dataset | None:

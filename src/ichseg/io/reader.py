@@ -38,7 +38,7 @@ from ichseg.errors import (
     InputFileError,
     IntensityError,
 )
-from ichseg.io.dicom import read_dicom_file_header, read_dicom_series
+from ichseg.io.dicom import is_image_dataset, read_dicom_file_header, read_dicom_series
 from ichseg.io.intensity import (
     check_finite,
     detect_intensity,
@@ -70,6 +70,7 @@ _PARSE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     EOFError,
     ValueError,
+    OverflowError,
     RuntimeError,
     struct.error,
     zlib.error,
@@ -102,6 +103,8 @@ def _owned(array: np.ndarray) -> np.ndarray:
 
 
 def _check_voxels(path: Path, shape: tuple[int, ...], max_voxels: int) -> None:
+    if any(int(s) < 1 for s in shape):
+        raise InputFileError(f"{path}: invalid image size {tuple(shape)} in the header")
     n = int(np.prod(np.asarray(shape[:3], dtype=np.int64)))
     if n > max_voxels:
         dims = "x".join(str(s) for s in shape)
@@ -154,6 +157,8 @@ def _read_any(
         )
     elif fmt == "dicom-file":
         ds = read_dicom_file_header(p)
+        if ds is not None and not is_image_dataset(ds):
+            raise InputFileError(f"{p}: a DICOM file that holds no image (SEG, report, ...)")
         frames = int(ds.get("NumberOfFrames", 1) or 1) if ds is not None else 1
         if frames > 1:
             raise DicomSeriesError(

@@ -138,6 +138,8 @@ def write_sitk(volume: Volume, path: str | Path, *, compress: bool = True) -> Pa
         array = array.astype(np.uint8)
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
+    if array.dtype == np.float16:  # ITK has no half-precision pixel type
+        array = array.astype(np.float32)
     if array.dtype.kind not in "iuf":
         raise InputFileError(f"{p}: cannot store voxels of type {array.dtype}")
     image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))

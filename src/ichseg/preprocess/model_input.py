@@ -58,6 +58,18 @@ class ModelGrid:
             np.uint8
         )
 
+    def canonical_hints_to_model(self, hints_czyx: np.ndarray) -> np.ndarray:
+        """Hint maps ``(C, Z, Y, X)`` on the canonical grid -> ``(C, Z, S, S)`` network grid.
+
+        Square padding adds empty space; shrinking takes the maximum per output pixel so a 1-px
+        stroke always survives (never bilinear + threshold).
+        """
+        from ichseg.interaction.hints import downsample_hints
+
+        side = self.square_shape[1]
+        square, _ = center_pad_or_crop(np.asarray(hints_czyx), (None, side, side))
+        return downsample_hints(square, (self.model_shape[0], *self.model_shape[1:]))
+
     def original_to_model(self, array_ijk: np.ndarray, order: str = "nearest") -> np.ndarray:
         """An array on the original ``(i, j, k)`` grid (e.g. a mask) -> network grid ``(Z,S,S)``."""
         vol = self.reorientation.original_affine

@@ -1,0 +1,196 @@
+"""Interactive session (Algorithm 1): rounds, stop rules, memory, undo/redo, replay, geometry."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ichseg.errors import PromptError
+from ichseg.interaction.prompts import Click, Scribble
+from ichseg.interaction.session import InteractiveSession, SessionConfig, read_log, replay_events
+from ichseg.io.volume import Intensity, Volume, make_affine, reorient
+from ichseg.models.registry import build_model
+
+TINY = {
+    "slice_size": 32,
+    "vim_base": 4,
+    "sim_widths": [8, 8, 16, 16],
+    "sim_aspp_channels": 8,
+    "key_widths": [8, 8, 16],
+    "value_widths": [8, 8, 16],
+    "key_dim": 8,
+    "value_dim": 16,
+    "decoder_widths": [16, 8, 8],
+}
+
+
+def phantom(axcodes="LPS", depth=10):
+    shape = (40, 40, depth)
+    ii, jj, kk = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    img = np.full(shape, -1000.0)
+    head = ((ii - 19.5) / 18) ** 2 + ((jj - 19.5) / 18) ** 2 < 1
+    img[head] = 1000.0
+    img[((ii - 19.5) / 16) ** 2 + ((jj - 19.5) / 16) ** 2 < 1] = 35.0
+    bleed = ((ii - 14) / 5) ** 2 + ((jj - 22) / 4) ** 2 + ((kk - depth // 2) / 2.2) ** 2 < 1
+    img[bleed] = 70.0
+    vol = Volume(img.astype(np.int16), make_affine((1.0, 1.0, 5.0), "LPS", (3, 4, 5)))
+    mask = vol.as_label(bleed)
+    if axcodes != "LPS":
+        vol, _ = reorient(vol, axcodes)
+        mask, _ = reorient(mask, axcodes)
+    return vol, mask
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("hpinet", "lite", **TINY)
+
+
+def lesion_scribble(session, mask_vol):
+    from ichseg.io.volume import to_canonical
+
+    gt = to_canonical(mask_vol)[0].zyx()
+    z = int(np.argmax(gt.reshape(gt.shape[0], -1).sum(1)))
+    ys, xs = np.nonzero(gt[z])
+    return Scribble(z, list(zip(ys[:4].tolist(), xs[:4].tolist(), strict=True)), True, 2.0)
+
+
+def test_round_requires_volume_and_prompts(model):
+    s = InteractiveSession(model)
+    with pytest.raises(PromptError):
+        s.add_click(0, 1, 1)
+    vol, _ = phantom()
+    s.set_volume(vol)
+    with pytest.raises(PromptError):
+        s.run_round()
+    with pytest.raises(PromptError):
+        s.add_click(99, 1, 1)  # outside the scan
+
+
+def test_round_outputs_on_original_grid_and_propagates(model):
+    vol, mask = phantom()
+    s = InteractiveSession(model)
+    s.set_volume(vol)
+    s.add_prompt(lesion_scribble(s, mask))
+    r = s.run_round()
+    assert r.probability.shape == vol.shape and r.mask.shape == vol.shape
+    assert r.index == 1 and r.interacted_slices == [vol.shape[2] // 2]
+    assert r.interacted_slices[0] not in r.propagated_slices
+    m = s.mask()
+    assert m.same_geometry(vol) and m.is_label
+    assert r.volume_ml == pytest.approx(r.mask.sum() * vol.voxel_volume_ml)
+
+
+def test_stop_rules_limit_propagation(model):
+    vol, mask = phantom(depth=12)
+    sc = lesion_scribble(None, mask)
+    s = InteractiveSession(model, SessionConfig(max_distance=2, stop_after_empty=99))
+    s.set_volume(vol)
+    s.add_prompt(sc)
+    r = s.run_round()
+    assert set(r.propagated_slices) <= {sc.z - 2, sc.z - 1, sc.z + 1, sc.z + 2}
+    assert len(r.propagated_slices) == 4
+    # stop at an interacted slice: prompts on z and z+3 -> no chain crosses the other slice
+    s2 = InteractiveSession(model, SessionConfig(stop_after_empty=99))
+    s2.set_volume(vol)
+    s2.add_prompt(sc)
+    s2.add_prompt(Click(sc.z + 3, sc.points[0][0], sc.points[0][1], True, 2.0))
+    r2 = s2.run_round()
+    assert set(r2.propagated_slices) == set(range(12)) - {sc.z, sc.z + 3}
+
+
+def test_prompts_accumulate_and_memory_grows(model):
+    vol, mask = phantom()
+    s = InteractiveSession(model)
+    s.set_volume(vol)
+    sc = lesion_scribble(s, mask)
+    s.add_prompt(sc)
+    s.run_round()
+    s.add_click(sc.z + 1, sc.points[0][0], sc.points[0][1], False)
+    r2 = s.run_round()
+    assert len(s.prompts) == 2 and r2.index == 2
+    assert set(s.state.memory) == {sc.z, sc.z + 1}
+    assert s.state.interacted == (sc.z, sc.z + 1)
+
+
+def test_undo_redo_and_replay_is_exact(model, tmp_path):
+    vol, mask = phantom()
+    s = InteractiveSession(model)
+    s.set_volume(vol)
+    sc = lesion_scribble(s, mask)
+    s.add_prompt(sc)
+    r1 = s.run_round()
+    s.add_click(sc.z - 1, sc.points[0][0], sc.points[0][1], True)
+    s.run_round()
+    s.undo()
+    assert s.round_index == 1 and s.volume_ml == pytest.approx(r1.volume_ml)
+    s.redo()
+    assert s.round_index == 2
+    s.undo()
+    s.add_click(sc.z + 2, sc.points[0][0], sc.points[0][1], False)
+    s.run_round()
+    assert not s.can_redo  # a new round after undo drops the redo tail
+    with pytest.raises(PromptError):
+        s.redo()
+    path = s.save_log(tmp_path / "log.json")
+    log = read_log(path)
+    assert [e["op"] for e in log["events"]].count("run_round") == 3
+    s2 = InteractiveSession(model)
+    replay_events(s2, log, vol)
+    assert np.array_equal(s2.mask().array, s.mask().array)
+    assert np.array_equal(s2.probability().array, s.probability().array)
+    json.loads(path.read_text())
+
+
+def test_replay_refuses_other_geometry(model):
+    vol, mask = phantom()
+    s = InteractiveSession(model)
+    s.set_volume(vol)
+    s.add_prompt(lesion_scribble(s, mask))
+    s.run_round()
+    other, _ = phantom(depth=8)
+    with pytest.raises(PromptError):
+        replay_events(InteractiveSession(model), s.log(), other)
+
+
+def test_lps_and_ras_inputs_give_the_same_world_mask(model):
+    """Same anatomy stored LPS or RAS: canonical prompts are identical, masks agree in world space."""
+    lps, mask_lps = phantom("LPS")
+    ras, mask_ras = phantom("RAS")
+    out = {}
+    for name, vol, m in (("lps", lps, mask_lps), ("ras", ras, mask_ras)):
+        s = InteractiveSession(model)
+        s.set_volume(vol)
+        s.add_prompt(lesion_scribble(s, m))
+        s.run_round()
+        res = s.mask()
+        assert res.same_geometry(vol)
+        ijk = np.argwhere(res.array > 0)
+        out[name] = {tuple(np.round(p, 3)) for p in res.voxel_to_world(ijk)} if len(ijk) else set()
+        assert out[name] == out.get("lps", out[name])
+
+
+def test_suggest_next_slice_skips_prompted(model):
+    vol, mask = phantom()
+    s = InteractiveSession(model)
+    s.set_volume(vol)
+    sc = lesion_scribble(s, mask)
+    s.add_prompt(sc)
+    s.run_round()
+    z = s.suggest_next_slice()
+    assert z is None or (z != sc.z and 0 <= z < vol.shape[2])
+
+
+def test_probability_is_float_and_in_range(model):
+    vol, mask = phantom()
+    s = InteractiveSession(model)
+    s.set_volume(vol)
+    s.add_prompt(lesion_scribble(s, mask))
+    s.run_round()
+    p = s.probability()
+    assert p.array.dtype == np.float32 and p.array.min() >= 0 and p.array.max() <= 1
+    assert p.intensity != Intensity.label()
