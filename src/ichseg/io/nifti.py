@@ -35,9 +35,13 @@ def read_nifti(path: str | Path, intensity: Intensity | None = None) -> Volume:
         raise InputFileError(f"{p}: is a folder, expected a NIfTI file")
     try:
         img = nib.load(str(p))
-        data = np.asanyarray(img.dataobj)
+        # A copy, never a memory map: overwriting the file later must not change this array.
+        data = np.array(img.dataobj, copy=True)
     except (
         nib.filebasedimages.ImageFileError,
+        nib.spatialimages.HeaderDataError,
+        nib.wrapstruct.WrapStructError,
+        OverflowError,
         EOFError,
         OSError,
         ValueError,
@@ -61,7 +65,7 @@ def read_nifti(path: str | Path, intensity: Intensity | None = None) -> Volume:
         "qform_code": int(img.header["qform_code"]),
         "sform_code": int(img.header["sform_code"]),
     }
-    return Volume(np.asarray(data), affine, intensity or Intensity.hu(), meta)
+    return Volume(data, affine, intensity or Intensity.hu(), meta)
 
 
 def write_nifti(volume: Volume, path: str | Path, dtype: np.dtype | type | None = None) -> Path:
