@@ -183,3 +183,18 @@ def test_cli_train_runs_a_fold(tiny_physionet, tmp_path):
     assert res.exit_code == 0, res.output
     assert "best validation Dice" in res.output
     assert (tmp_path / "run" / "last.pt").exists()
+
+
+def test_export_weights_loads_for_inference(tiny_physionet, tmp_path):
+    from ichseg.models.registry import load_model
+    from ichseg.training.export import export_weights
+
+    tr = Trainer(tiny_cfg(tiny_physionet, tmp_path / "run", max_steps=2, val_every=2), False)
+    tr.run()
+    facts = export_weights(tmp_path / "run" / "best.pt", tmp_path / "w.pt", half=True)
+    assert facts["step"] == 2
+    model, cfg = load_model(tmp_path / "w.pt")
+    assert cfg.slice_size == 32
+    for (name, a), b in zip(model.state_dict().items(), tr.model.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-2, rtol=1e-2), name
+    assert (tmp_path / "w.json").exists()

@@ -88,3 +88,18 @@ def register(app: typer.Typer) -> None:
             f"{result['steps']} steps in {result['seconds']:.0f} s; best validation Dice "
             f"{result['best_val_dice']:.4f}; checkpoints in {result['out']}"
         )
+
+    @app.command("export-weights")
+    def export_cmd(
+        checkpoint: Annotated[Path, typer.Argument(help="Trainer checkpoint (best.pt/last.pt)")],
+        out: Annotated[Path, typer.Option(help="Output weights file (.pt)")],
+        half: Annotated[bool, typer.Option(help="Store float16 (half the size)")] = False,
+    ) -> None:
+        """Strip optimizer state from a checkpoint: a small, inference-only weights file."""
+        from ichseg.training.export import export_weights
+
+        facts = export_weights(checkpoint, out, half=half)
+        size_mb = out.stat().st_size / 2**20
+        typer.echo(
+            f"{out}: {size_mb:.1f} MB, step {facts['step']}, best val Dice {facts['best_val_dice']}"
+        )

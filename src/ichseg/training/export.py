@@ -1,0 +1,52 @@
+"""Export a training checkpoint as a small, inference-only weights file (+ training facts)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ichseg.errors import InputFileError
+
+
+def export_weights(
+    checkpoint: str | Path, out: str | Path, *, half: bool = False
+) -> dict[str, Any]:
+    """Write ``{"model", "config", "state_dict", "training"}`` from a trainer checkpoint.
+
+    ``half`` stores floating tensors as float16 (loaded back as float32 by the registry's
+    ``load_state_dict``). Returns the training facts that were embedded.
+    """
+    ckpt = Path(checkpoint)
+    if not ckpt.is_file():
+        raise InputFileError(f"{ckpt}: checkpoint not found")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if not {"model", "config", "state_dict"} <= set(state):
+        raise InputFileError(f"{ckpt}: not an ichseg training checkpoint")
+    sd = state["state_dict"]
+    if half:
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+    facts: dict[str, Any] = {
+        "source_checkpoint": ckpt.name,
+        "step": state.get("step"),
+        "best_val_dice": state.get("best_val"),
+        "train_config": state.get("train_config"),
+    }
+    log = ckpt.parent / "log.csv"
+    if log.exists():
+        with log.open() as fh:
+            rows = list(csv.DictReader(fh))
+        facts["log_rows"] = len(rows)
+        secs = [float(r["seconds"]) for r in rows if r.get("seconds")]
+        facts["last_logged_seconds"] = max(secs) if secs else None
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"model": state["model"], "config": state["config"], "state_dict": sd, "training": facts},
+        out_path,
+    )
+    out_path.with_suffix(".json").write_text(json.dumps(facts, indent=1, default=str))
+    return facts
