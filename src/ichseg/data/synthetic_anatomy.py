@@ -31,6 +31,7 @@ from scipy import ndimage as ndi
 from ichseg.data.synthetic_fields import F32, GridMap2D, RandomField3D, smoothstep
 
 _BIG = F32(1e3)
+_FAR = F32(15.0)  #: grid-sampled distances are clamped here (continuous at the grid's edge)
 
 Arr = np.ndarray
 
@@ -103,9 +104,9 @@ class HeadAnatomy:
         self.r_inf = u(90.0, 98.0)
         self.gap = 0.7 + 2.4 * a + u(0.0, 0.6)
         self.sulcus_width = 0.45 + 1.2 * a + u(0.0, 0.3)
-        self.sulcus_depth = u(14.0, 20.0)
+        self.sulcus_depth = u(11.0, 17.0)
         self.vent_scale = (0.75 + 0.9 * a) * u(0.85, 1.2)
-        self.ihf_width = 0.5 + 1.8 * a + u(0.0, 0.4)
+        self.ihf_width = 0.3 + 1.3 * a + u(0.0, 0.3)
         self.grey_thickness = u(2.3, 3.2)
         self.skull_t = u(4.5, 7.0)
         self.scalp_t = u(3.5, 6.5)
@@ -113,11 +114,11 @@ class HeadAnatomy:
         self.frontal_sinus = u(0.0, 1.2)  # size factor; 0 = absent
         self.mid_shift = u(-1.5, 1.5)
         self.mid_wave = (u(-2.0, 2.0), u(0.0, 2 * np.pi))
-        self.beam_hardening = u(1.0, 4.5)
-        self.inhomogeneity = u(0.5, 1.5)
+        self.beam_hardening = u(3.0, 10.0)
+        self.inhomogeneity = u(1.0, 2.5)
         self.streak_strength = u(0.3, 1.0)
         white = rng.normal(27.0, 1.5)
-        grey = white + rng.normal(9.0, 1.2)
+        grey = white + rng.normal(7.5, 1.0)
         self.tissue = TissueHU(
             white=white,
             grey=grey,
@@ -143,9 +144,10 @@ class HeadAnatomy:
         self.f_inhom = RandomField3D(rng, box_lo, box_hi, 8.0, 18.0)
         self.f_sulci = RandomField3D(rng, (-92.0,) * 3, (92.0,) * 3, 2.0, 2.9)
         self.f_folia = RandomField3D(rng, (-30.0, -5.0, -95.0), (30.0, 40.0, 0.0), 1.2, 1.3)
-        self.f_cells = RandomField3D(rng, (-75.0, -110.0, -100.0), (75.0, 60.0, -20.0), 1.5, 1.6)
+        self.f_cells = RandomField3D(rng, (-75.0, -110.0, -100.0), (75.0, 60.0, -20.0), 2.0, 1.8)
         self.f_soft = RandomField3D(rng, box_lo, box_hi, 4.0, 6.0)
-        self.f_bone = RandomField3D(rng, box_lo, box_hi, 2.0, 2.5)
+        self.f_bone = RandomField3D(rng, box_lo, box_hi, 3.0, 3.0)
+        self._cistern_grid: tuple[np.ndarray, np.ndarray, float] | None = None
         self._build_skull_base(rng)
         self._build_ventricles(rng)
 
@@ -160,20 +162,21 @@ class HeadAnatomy:
         y_sph = -24.0 + 0.12 * ax + 3 * j[0]
         y_pet = 4.0 + 0.42 * (ax - 12.0) + 3 * j[1]
         floor = np.full_like(X, -72.0 + 3 * j[2]) + 10.0 * (ax / 60.0) ** 2
-        anterior = Y < y_sph
-        floor = np.where(anterior, -31.0 + 5.0 * np.exp(-(((ax - 29.0) / 12.0) ** 2)), floor)
-        middle = (~anterior) & (Y < y_pet)
+        anterior = y_sph > Y
+        roof = -34.0 + 8.0 * np.exp(-(((ax - 30.0) / 13.0) ** 2))  # domed orbital roofs
+        floor = np.where(anterior, roof, floor)
+        middle = (~anterior) & (y_pet > Y)
         floor = np.where(middle, -52.0 + 3 * j[3] + 6.0 * np.clip((Y + 10) / 30, 0, 1), floor)
         central = ax < 14.0
-        sella = central & (Y >= y_sph) & (Y < -6.0)
+        sella = central & (y_sph <= Y) & (Y < -6.0)
         floor = np.where(sella, -37.0, floor)
         clivus = central & (Y >= -6.0) & (Y < 24.0)
         floor = np.where(clivus, -32.0 - (Y + 6.0) * 1.5, floor)
         foramen = (ax < 15.0 + 2 * j[4]) & (Y >= 24.0) & (Y < 52.0)
         floor = np.where(foramen, -150.0, floor)
-        ridge = (ax > 12.0) & (ax < 62.0) & (np.abs(Y - y_pet) < 4.0)
-        floor = np.where(ridge, -33.0 + 3 * j[5] - 0.1 * ax, floor)
-        floor = ndi.gaussian_filter(floor, 2.5)
+        ridge = (ax > 12.0) & (ax < 62.0) & (np.abs(Y - y_pet) < 6.0)
+        floor = np.where(ridge, -31.0 + 3 * j[5] - 0.1 * ax, floor)
+        floor = ndi.gaussian_filter(floor, 1.8)
         floor += 1.5 * ndi.gaussian_filter(rng.standard_normal(floor.shape), 3.0) * 6.0
         gx, gy = np.gradient(floor, sp)
         cos = 1.0 / np.sqrt(1.0 + gx * gx + gy * gy)
@@ -182,7 +185,7 @@ class HeadAnatomy:
         self.floor_cos = GridMap2D(cos, lo, sp)
         # Tentorium: peaks at the incisura, slopes down laterally and posteriorly.
         tent = -10.0 - 0.38 * ax - 0.32 * np.clip(Y - 22.0, 0.0, None) + 2 * j[6]
-        tent = np.where(Y < y_pet + 1.0, -200.0, tent)
+        tent = np.where(y_pet + 1.0 > Y, -200.0, tent)
         tent = ndi.gaussian_filter(tent, 1.5)
         self.tent = GridMap2D(tent, lo, sp)
         self.y_pet = GridMap2D(y_pet, lo, sp)
@@ -221,7 +224,9 @@ class HeadAnatomy:
         self.vent_hi = np.array([48.0, 60.0, 34.0])
         # Sampled once on a 1.5 mm grid (used by anatomy and by IVH lesions alike).
         sp = 1.5
-        axes = [np.arange(lo, hi + sp, sp) for lo, hi in zip(self.vent_lo, self.vent_hi, strict=True)]
+        axes = [
+            np.arange(lo, hi + sp, sp) for lo, hi in zip(self.vent_lo, self.vent_hi, strict=True)
+        ]
         X, Y, Z = np.meshgrid(*[a.astype(F32) for a in axes], indexing="ij")
         d = np.full(X.shape, _BIG, dtype=F32)
         for va, vb, ra, rb in self.capsules:
@@ -233,8 +238,17 @@ class HeadAnatomy:
         d = np.minimum(d, third)
         fs = self.fourth_scale
         d = np.minimum(d, _ell(X, Y, Z, (0.0, 30.0, -45.0), (7.0 * fs, 4.0 * fs, 8.0 * fs)))
-        self.vent_grid = np.ascontiguousarray(d)
+        self.vent_grid = np.ascontiguousarray(np.minimum(d, _FAR))
         self.vent_sp = sp
+
+    def ventricle_bounds(self, margin: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+        """Head-frame bounding box of the ventricular system (plus ``margin`` mm)."""
+        idx = np.argwhere(self.vent_grid < 0.0)
+        if idx.size == 0:
+            return self.vent_lo.copy(), self.vent_hi.copy()
+        lo = self.vent_lo + idx.min(axis=0) * self.vent_sp - margin
+        hi = self.vent_lo + idx.max(axis=0) * self.vent_sp + margin
+        return lo, hi
 
     # ------------------------------------------------------------------ geometry fields
     def ventricles(self, x: Arr, y: Arr, z: Arr) -> Arr:
@@ -250,7 +264,7 @@ class HeadAnatomy:
             ]
         )
         out = ndi.map_coordinates(
-            self.vent_grid, coords, order=1, mode="constant", cval=float(_BIG), output=F32
+            self.vent_grid, coords, order=1, mode="constant", cval=float(_FAR), output=F32
         )
         return out.reshape(shape)
 
@@ -265,7 +279,11 @@ class HeadAnatomy:
         d = (q - F32(1.0)) / np.maximum(g, F32(1e-3))
         inv = F32(70.0) / np.maximum(q * F32(70.0), F32(1.0))
         d -= F32(2.0) * self.f_shape(x * inv, y * inv, z * inv)
-        d_floor = (self.floor(x, y) - z) * self.floor_cos(x, y)
+        dz = self.floor(x, y) - z
+        cos = self.floor_cos(x, y)
+        # Slope-corrected distance near the floor, plain height difference far from it.
+        cos = cos + (F32(1.0) - cos) * np.clip(np.abs(dz) * F32(1.0 / 25.0), 0.0, 1.0)
+        d_floor = dz * cos
         return np.maximum(d, d_floor)
 
     def midline(self, x: Arr, y: Arr, z: Arr) -> Arr:
@@ -290,20 +308,26 @@ class HeadAnatomy:
         t = t * (F32(1.0) - F32(0.45) * temporal)
         t = t + F32(2.5) * smoothstep((np.abs(y) - F32(60.0)) / F32(20.0))
         base = np.clip(-(z + F32(30.0)), F32(0.0), F32(22.0))
-        central = smoothstep((y + F32(35.0)) / F32(15.0)) * smoothstep((F32(62.0) - np.abs(x)) / F32(15.0))
+        central = smoothstep((y + F32(35.0)) / F32(15.0)) * smoothstep(
+            (F32(62.0) - np.abs(x)) / F32(15.0)
+        )
         central = central * smoothstep((F32(40.0) - y) / F32(15.0))
         t = t + F32(0.6) * base * central
         fs = F32(self.frontal_sinus)
         if fs > 0:
-            t = t + F32(11.0) * fs * np.exp(
+            t = t + F32(6.0) * fs * np.exp(
                 -((x / F32(20.0)) ** 2) - ((z + F32(12.0)) / F32(14.0)) ** 2
             ) * smoothstep((-y - F32(55.0)) / F32(10.0))
+        # The anterior fossa floor (orbital roofs, cribriform plate) is a thin plate.
+        under = smoothstep((self.floor(x, y) + F32(8.0) - z) / F32(6.0))
+        anterior = smoothstep((F32(-18.0) - y) / F32(8.0)) * smoothstep((F32(75.0) + y) / F32(10.0))
+        t = t + (F32(2.5) - t) * under * anterior
         return t
 
     def air_cavities(self, x: Arr, y: Arr, z: Arr) -> Arr:
         """Signed distance to air spaces: paranasal sinuses, nasal cavity, mastoid cells."""
         fs = self.frontal_sinus
-        d = _ell(x, y, z, (0.0, -self.r_ant - 5.5, -12.0), (13.0 * fs + 0.1, 4.0 * fs + 0.1, 11.0))
+        d = _ell(x, y, z, (0.0, -self.r_ant - 4.5, -12.0), (14.0 * fs + 0.1, 3.5 * fs + 0.1, 12.0))
         d = np.minimum(d, _ell(x, y, z, (0.0, -24.0, -52.0), (13.0, 11.0, 9.0)))  # sphenoid
         d = np.minimum(d, _ell(x, y, z, (0.0, -70.0, -72.0), (13.0, 26.0, 16.0)))  # nasal
         for s in (1.0, -1.0):
@@ -319,8 +343,8 @@ class HeadAnatomy:
     def orbits(self, x: Arr, y: Arr, z: Arr) -> tuple[Arr, Arr]:
         """Signed distances to the orbital cavities and to the globes."""
         orb = np.minimum(
-            _ell(x, y, z, (32.0, -70.0, -46.0), (16.0, 22.0, 15.0)),
-            _ell(x, y, z, (-32.0, -70.0, -46.0), (16.0, 22.0, 15.0)),
+            _ell(x, y, z, (31.0, -68.0, -44.0), (17.0, 24.0, 17.0)),
+            _ell(x, y, z, (-31.0, -68.0, -44.0), (17.0, 24.0, 17.0)),
         )
         globe = np.minimum(
             _ell(x, y, z, (33.0, -80.0, -45.0), (12.0, 12.0, 12.0)),
@@ -360,6 +384,31 @@ class HeadAnatomy:
             d = np.minimum(d, syl)
         return d
 
+    def cisterns_cached(self, x: Arr, y: Arr, z: Arr) -> Arr:
+        """:meth:`cisterns` read from a 1.5 mm grid computed on first use (fast for many points)."""
+        if self._cistern_grid is None:
+            sp = 1.5
+            lo = np.array([-75.0, -40.0, -80.0])
+            hi = np.array([75.0, 80.0, 15.0])
+            axes = [np.arange(a, b + sp, sp).astype(F32) for a, b in zip(lo, hi, strict=True)]
+            X, Y, Z = np.meshgrid(*axes, indexing="ij")
+            grid = np.minimum(self.cisterns(X, Y, Z), _FAR)
+            self._cistern_grid = (np.ascontiguousarray(grid), lo, sp)
+        grid, lo, sp = self._cistern_grid
+        shape = np.shape(x)
+        inv = F32(1.0 / sp)
+        coords = np.stack(
+            [
+                (np.ravel(x) - F32(lo[0])) * inv,
+                (np.ravel(y) - F32(lo[1])) * inv,
+                (np.ravel(z) - F32(lo[2])) * inv,
+            ]
+        )
+        out = ndi.map_coordinates(
+            grid, coords, order=1, mode="constant", cval=float(_FAR), output=F32
+        )
+        return out.reshape(shape)
+
     def sulcal(self, x: Arr, y: Arr, z: Arr, depth: Arr, cb: Arr) -> tuple[Arr, Arr]:
         """Sulcal field ``s`` (mm, zero on sulcal mid-surfaces) and sulcal half-width ``w`` (mm).
 
@@ -367,17 +416,25 @@ class HeadAnatomy:
         ``cb`` the signed height above the tentorium (negative = cerebellum).
         """
         r = np.sqrt(x * x + y * y + z * z)
-        k = (F32(70.0) + F32(0.3) * (r - F32(70.0))) / np.maximum(r, F32(1.0))
+        k = (F32(70.0) + F32(0.4) * (r - F32(70.0))) / np.maximum(r, F32(1.0))
         s = self.f_sulci(x * k, y * k, z * k) * F32(2.8)
         w = F32(self.sulcus_width) * smoothstep((F32(self.sulcus_depth) - depth) / F32(5.0))
         w = w * (F32(1.0) + F32(0.8) * np.exp(-np.maximum(depth, 0) / F32(2.0)))
         w = w * smoothstep(cb / F32(3.0))
         # Cerebellar folia: horizontal sheets, visible mainly with atrophy.
-        fol = self.f_folia(x * F32(0.35), (y - F32(30.0)) * F32(0.35), z) * F32(0.9)
-        wf = F32(0.15 + 0.6 * self.atrophy) * np.clip(F32(1.0) - depth / F32(25.0), 0, 1)
         in_cb = smoothstep(-cb / F32(3.0))
-        s = s + (fol - s) * in_cb
-        w = w + wf * in_cb
+        sel = np.flatnonzero(np.ravel(in_cb) > 0)
+        if sel.size:
+            xs, ys, zs = np.ravel(x)[sel], np.ravel(y)[sel], np.ravel(z)[sel]
+            fol = self.f_folia(xs * F32(0.35), (ys - F32(30.0)) * F32(0.35), zs) * F32(0.9)
+            d = np.ravel(depth)[sel]
+            wf = F32(0.15 + 0.6 * self.atrophy) * np.clip(F32(1.0) - d / F32(25.0), 0, 1)
+            c = np.ravel(in_cb)[sel]
+            s = np.array(s, dtype=F32).reshape(-1)
+            w = np.array(w, dtype=F32).reshape(-1)
+            s[sel] += (fol - s[sel]) * c
+            w[sel] += wf * c
+            s, w = s.reshape(np.shape(x)), w.reshape(np.shape(x))
         return s, w
 
     def sinuses(self, x: Arr, y: Arr, z: Arr, d_icc: Arr, d_mid: Arr) -> Arr:
@@ -419,7 +476,7 @@ class HeadAnatomy:
         v = v + F32(self.beam_hardening) * np.exp(-np.maximum(depth, 0) / F32(5.0))
         # Tentorium (a faint dural sheet) inside the brain volume.
         tent = np.exp(-((cb / F32(1.2)) ** 2)) * smoothstep((y - self.y_pet(x, y)) / F32(4.0))
-        v = v + (F32(t.dura) - v) * tent * F32(0.6)
+        v = v + (F32(t.dura) - v) * tent * F32(0.25)
         return v + self.streaks(x, y, z)
 
     def streaks(self, x: Arr, y: Arr, z: Arr) -> Arr:
@@ -429,8 +486,11 @@ class HeadAnatomy:
             return np.zeros_like(x)
         s = F32(self.streak_strength)
         # Dark band between the petrous apices (Hounsfield bar).
-        out = F32(-14.0) * s * np.exp(-(((y - F32(8.0)) / F32(4.0)) ** 2)) * smoothstep(
-            (F32(40.0) - np.abs(x)) / F32(10.0)
+        out = (
+            F32(-14.0)
+            * s
+            * np.exp(-(((y - F32(8.0)) / F32(4.0)) ** 2))
+            * smoothstep((F32(40.0) - np.abs(x)) / F32(10.0))
         )
         for ang, off, sign in zip(
             self.streak_angles, self.streak_offsets, self.streak_signs, strict=True
@@ -439,7 +499,9 @@ class HeadAnatomy:
             out = out + F32(5.0 * sign) * s * np.exp(-((dist / F32(1.8)) ** 2))
         return out * level
 
-    def soft_value(self, x: Arr, y: Arr, z: Arr, d_icc: Arr, t_skull: Arr, globe: Arr, orb: Arr) -> Arr:
+    def soft_value(
+        self, x: Arr, y: Arr, z: Arr, d_icc: Arr, t_skull: Arr, globe: Arr, orb: Arr
+    ) -> Arr:
         """Soft-tissue HU outside the skull: scalp with a fat layer, muscle, fat, orbits."""
         t = self.tissue
         s = (d_icc - t_skull) / F32(self.scalp_t)
@@ -448,12 +510,15 @@ class HeadAnatomy:
         skin = -self.head_outer(x, y, z, d_icc, t_skull)
         sub_fat = smoothstep((F32(2.0) - np.abs(skin - F32(5.0) - F32(2.0) * field)) / F32(2.0))
         face = smoothstep(-(z + F32(30.0)) / F32(10.0))
-        fat_face = np.maximum(sub_fat, smoothstep(field * F32(2.0) - F32(1.2))) * face
+        blobs = smoothstep(field * F32(2.0) - F32(1.6)) * smoothstep(-(y + F32(20.0)) / F32(15.0))
+        fat_face = np.maximum(sub_fat, blobs) * face
         fat = np.maximum(fat_layer, fat_face * F32(0.85))
         v = F32(t.soft) + (F32(t.fat) - F32(t.soft)) * fat
-        muscle = smoothstep((np.abs(x) - F32(45.0)) / F32(10.0)) * smoothstep(
-            (F32(22.0) - np.abs(z + F32(10.0))) / F32(10.0)
-        ) * smoothstep(s - F32(1.0))
+        muscle = (
+            smoothstep((np.abs(x) - F32(45.0)) / F32(10.0))
+            * smoothstep((F32(22.0) - np.abs(z + F32(10.0))) / F32(10.0))
+            * smoothstep(s - F32(1.0))
+        )
         v = v + (F32(t.muscle) - v) * muscle
         in_orb = smoothstep(F32(0.5) - orb / F32(2.0))
         v = v + (F32(t.fat) - v) * in_orb
@@ -471,7 +536,7 @@ class HeadAnatomy:
         s, w = self.sulcal(x, y, z, depth, cb)
         d = np.maximum(d_icc, depth)  # extra-axial band between inner table and brain surface
         d = np.minimum(d, np.abs(s) - w - F32(0.8))
-        d = np.minimum(d, self.cisterns(x, y, z))
+        d = np.minimum(d, self.cisterns_cached(x, y, z))
         mid = self.midline(x, y, z)
         ihf = np.maximum(np.abs(mid) - F32(self.ihf_width + 0.6), self.callosal_floor(y) - z)
         d = np.minimum(d, ihf)

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from ichseg.data.subtypes import Subtype
 from ichseg.data.synthetic_anatomy import HeadAnatomy, _ell
-from ichseg.data.synthetic_fields import F32, Box, RandomField3D, ScanGeometry
+from ichseg.data.synthetic_fields import F32, Box, RandomField3D, ScanGeometry, upsample_box
 
 Arr = np.ndarray
 FieldFn = Callable[[Arr, Arr, Arr], tuple[Arr, Arr]]
@@ -53,6 +54,10 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
+def _unit_rows(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
+
+
 @dataclass
 class LesionSpec:
     """A sampled lesion before rasterisation (head coordinates, mm)."""
@@ -70,6 +75,7 @@ class LesionSpec:
     edema_mm: float = 0.0
     edema_hu: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
+    resolution_mm: float = 0.0  #: in-plane sampling of the fields (0 = full resolution)
 
 
 @dataclass
@@ -84,62 +90,130 @@ class RasterLesion:
     edema_fraction: np.ndarray | None = None
 
 
+def _drop_specks(frac: Arr, mask: Arr, min_voxels: int) -> None:
+    """Remove mask islands smaller than ``min_voxels`` (keeping the largest), in place.
+
+    Their blood fraction is capped just below one half, so they stay visible as faint partial
+    volume and the rule "mask = blood fraction > 0.5" still holds.
+    """
+    lab, n = ndi.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if n <= 1:
+        return
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    small = sizes < min_voxels
+    small[int(sizes.argmax())] = False
+    if not small[1:].any():
+        return
+    drop = small[lab]
+    mask[drop] = False
+    np.minimum(frac, F32(0.45), out=frac, where=drop)
+
+
 def rasterize(
-    spec: LesionSpec, geom: ScanGeometry, voxel_ml: float, delta: float = 0.5
+    spec: LesionSpec,
+    geom: ScanGeometry,
+    voxel_ml: float,
+    delta: float = 0.5,
+    min_island_ml: float = 0.03,
 ) -> RasterLesion | None:
-    """Sample a lesion on the scan grid; ``None`` if it misses the scan or has no room."""
+    """Sample a lesion on the scan grid; ``None`` if it misses the scan or has no room.
+
+    The fields are evaluated on an in-plane sub-grid of about ``spec.resolution_mm`` (full
+    resolution for small lesions) and linearly up-sampled inside the lesion's box; the level that
+    gives the target volume is chosen on the full-resolution samples.
+    """
     box = geom.box_of_head_box(spec.lo, spec.hi)
     if box.empty:
         return None
     sp, T = geom.spacing, geom.thickness
+    fr = max(1, round(spec.resolution_mm / sp))
+    ny, nx = -(-box.shape[1] // fr), -(-box.shape[2] // fr)
     zs = np.arange(box.z0, box.z1) * T
-    ys = np.arange(box.y0, box.y1) * sp
-    xs = np.arange(box.x0, box.x1) * sp
+    ys = (box.y0 + np.arange(ny) * fr + (fr - 1) / 2.0) * sp
+    xs = (box.x0 + np.arange(nx) * fr + (fr - 1) / 2.0) * sp
     x, y, z = geom.head_coords(zs, ys, xs)
     ez = geom.scanner_dir_in_head(2).astype(F32) * F32(delta)
     dc0, ds0 = spec.fields(x, y, z)
     dc1, ds1 = spec.fields(x + ez[0], y + ez[1], z + ez[2])
-    allowed = dc0 < 0
+    local = Box(0, box.shape[0], 0, box.shape[1], 0, box.shape[2])
+    if fr > 1:
+        DC = upsample_box(dc0, fr, local)
+        DS = upsample_box(ds0, fr, local)
+    else:
+        DC, DS = dc0, ds0
+    allowed = DC < 0
     n_allowed = int(allowed.sum())
     if n_allowed == 0:
         return None
     if spec.target_ml is None:
         tau = F32(0.0)
     else:
-        target = max(1, int(round(spec.target_ml / voxel_ml)))
-        vals = ds0[allowed]
+        target = max(1, round(spec.target_ml / voxel_ml))
+        vals = DS[allowed]
         if target >= vals.size:
             tau = F32(vals.max() + 1e-3)
         else:
             part = np.partition(vals, (target - 1, target))
             tau = F32(0.5 * (float(part[target - 1]) + float(part[target])))
-    frac, mask = _fraction(dc0, dc1, ds0 - tau, ds1 - tau, T, delta)
+    w_max = 3.0 * (T + 2.0 * sp)
+
+    def frac_mask(shift: np.float32) -> tuple[Arr, Arr]:
+        d0 = np.maximum(dc0, ds0 - shift)
+        d1 = np.maximum(dc1, ds1 - shift)
+        w = np.abs(d1 - d0) * F32(T / delta)
+        if d0.shape[1] > 1:
+            w += np.abs(np.gradient(d0, axis=1)) * F32(1.0 / fr)
+        if d0.shape[2] > 1:
+            w += np.abs(np.gradient(d0, axis=2)) * F32(1.0 / fr)
+        np.clip(w, 1e-3, w_max, out=w)
+        if fr > 1:
+            w = upsample_box(w, fr, local)
+            D = np.maximum(DC, DS - shift)
+        else:
+            D = d0
+        frac = F32(0.5) - D / w
+        np.clip(frac, 0.0, 1.0, out=frac)
+        return frac, D < 0
+
+    frac, mask = frac_mask(tau)
     if not mask.any():
         return None
-    value = np.full(box.shape, F32(spec.hu), dtype=F32)
+    _drop_specks(frac, mask, max(2, round(min_island_ml / voxel_ml)))
     if spec.texture is not None and spec.heterogeneity > 0:
-        value += F32(spec.heterogeneity) * spec.texture(x, y, z)
+        tex = F32(spec.heterogeneity) * spec.texture(x, y, z) + F32(spec.hu)
+        value = upsample_box(tex, fr, local) if fr > 1 else tex
+    else:
+        value = np.full(box.shape, F32(spec.hu), dtype=F32)
     edema = None
     if spec.edema_mm > 0:
-        shift = F32(spec.edema_mm)
-        edema, _ = _fraction(dc0, dc1, ds0 - tau - shift, ds1 - tau - shift, T, delta)
-    return RasterLesion(spec, box, frac, mask, value, edema)
-
-
-def _fraction(
-    dc0: Arr, dc1: Arr, ds0: Arr, ds1: Arr, thickness: float, delta: float
-) -> tuple[Arr, Arr]:
-    d0 = np.maximum(dc0, ds0)
-    d1 = np.maximum(dc1, ds1)
-    w = np.abs(d1 - d0) * F32(thickness / delta)
-    if d0.shape[1] > 1:
-        w += np.abs(np.gradient(d0, axis=1))
-    if d0.shape[2] > 1:
-        w += np.abs(np.gradient(d0, axis=2))
-    np.maximum(w, F32(1e-3), out=w)
-    frac = F32(0.5) - d0 / w
-    np.clip(frac, 0.0, 1.0, out=frac)
-    return frac, d0 < 0
+        edema, _ = frac_mask(F32(tau + spec.edema_mm))
+    # Shrink to the region the lesion (or its edema) touches.
+    touched = frac > 0 if edema is None else (frac > 0) | (edema > 0)
+    zz = np.flatnonzero(touched.any(axis=(1, 2)))
+    yy = np.flatnonzero(touched.any(axis=(0, 2)))
+    xx = np.flatnonzero(touched.any(axis=(0, 1)))
+    sl = (
+        slice(int(zz[0]), int(zz[-1]) + 1),
+        slice(int(yy[0]), int(yy[-1]) + 1),
+        slice(int(xx[0]), int(xx[-1]) + 1),
+    )
+    tight = Box(
+        box.z0 + sl[0].start,
+        box.z0 + sl[0].stop,
+        box.y0 + sl[1].start,
+        box.y0 + sl[1].stop,
+        box.x0 + sl[2].start,
+        box.x0 + sl[2].stop,
+    )
+    return RasterLesion(
+        spec,
+        tight,
+        np.ascontiguousarray(frac[sl]),
+        np.ascontiguousarray(mask[sl]),
+        np.ascontiguousarray(value[sl]),
+        None if edema is None else np.ascontiguousarray(edema[sl]),
+    )
 
 
 # ---------------------------------------------------------------------------------- sampling
@@ -210,7 +284,9 @@ def iph_spec(
             anat,
             (-65.0, -85.0, -45.0),
             (65.0, 10.0, 15.0),
-            lambda x, y, z, d, cb: (d > 1.0) & (d < 10.0) & (cb > 4) & ((y < -35) | (np.abs(x) > 40)),
+            lambda x, y, z, d, cb: (
+                (d > 1.0) & (d < 10.0) & (cb > 4) & ((y < -35) | (np.abs(x) > 40))
+            ),
         )
         if found is None:
             return None
@@ -220,15 +296,17 @@ def iph_spec(
     axes /= np.prod(axes) ** (1.0 / 3.0)
     radii = r * axes
     rot = _random_rotation(rng)
-    fragmented = rng.random() < (0.45 if kind == "contusion" else 0.2)
+    fragmented = rng.random() < (0.35 if kind == "contusion" else 0.12)
     lob = r * (rng.uniform(0.5, 0.85) if fragmented else rng.uniform(0.1, 0.4))
     sigma = r * (rng.uniform(0.22, 0.35) if fragmented else rng.uniform(0.3, 0.55))
-    n_sat = int(rng.poisson(0.8 if kind != "contusion" else 1.5))
+    n_sat = int(rng.poisson(0.4 if kind != "contusion" else 1.0))
     sats = []
     for _ in range(n_sat):
         direction = _unit(rng.standard_normal(3))
-        sats.append((centre + direction * r * rng.uniform(0.7, 1.5), r * rng.uniform(0.2, 0.5)))
-    reach = r * (axes.max() + 0.6) + max([np.linalg.norm(s[0] - centre) + s[1] for s in sats] or [0])
+        sats.append((centre + direction * r * rng.uniform(0.6, 1.25), r * rng.uniform(0.25, 0.55)))
+    reach = r * (axes.max() + 0.6) + max(
+        [np.linalg.norm(s[0] - centre) + s[1] for s in sats] or [0]
+    )
     half = float(reach + lob + 3.0)
     tex = _local_field(rng, centre, half, max(sigma, 0.8))
     inv_r = (rot / radii[None, :]).T.astype(F32)  # local = inv_r @ (h - c)
@@ -251,7 +329,7 @@ def iph_spec(
     edema = 0.0
     if rng.random() < edema_probability:
         edema = float(rng.uniform(1.0, 4.0) + 0.5 * r * rng.uniform(0.0, 0.6))
-    hu = float(np.clip(rng.normal(66.0, 6.0), 50.0, 82.0))
+    hu = float(np.clip(rng.normal(72.0, 5.0), 58.0, 88.0))
     het = float(rng.uniform(2.0, 5.0) if kind != "contusion" else rng.uniform(6.0, 10.0))
     if kind == "contusion":
         hu = float(rng.uniform(55.0, 68.0))
@@ -269,6 +347,7 @@ def iph_spec(
         edema,
         float(anat.tissue.white - rng.uniform(6.0, 14.0)),
         {"radius_mm": r, "fragmented": bool(fragmented), "satellites": n_sat},
+        resolution_mm=float(np.clip(r / 6.0, 0.0, 1.5)),
     )
 
 
@@ -278,7 +357,7 @@ def ivh_spec(
     """Intraventricular blood: layering in the dependent horns, or a cast."""
     g = _unit(geom.scanner_dir_in_head(1)).astype(F32)  # posterior = down for a supine patient
     cast = rng.random() < 0.3
-    lo, hi = anat.vent_lo.copy(), anat.vent_hi.copy()
+    lo, hi = anat.ventricle_bounds()
     centre = (lo + hi) / 2.0
     tex = _local_field(rng, centre, float((hi - lo).max() / 2.0), rng.uniform(4.0, 8.0))
     wt = F32(6.0 if cast else 1.0)
@@ -297,9 +376,10 @@ def ivh_spec(
         hi,
         fields,
         target_ml,
-        float(rng.uniform(52.0, 72.0)),
+        float(rng.uniform(60.0, 78.0)),
         2.0,
         tex,
+        resolution_mm=1.0,
     )
 
 
@@ -322,8 +402,8 @@ def sah_spec(rng: np.random.Generator, anat: HeadAnatomy, target_ml: float) -> L
         if found is None:
             return None
         centre = found
-    radius = float(np.clip((3.0 * target_ml * 1000.0 / (4.0 * np.pi * 0.06)) ** (1 / 3), 12, 60))
-    half = radius * 1.6 + 4.0
+    radius = float(np.clip((3.0 * target_ml * 1000.0 / (4.0 * np.pi * 0.1)) ** (1 / 3), 10, 50))
+    half = radius * 1.25 + 3.0
     tex = _local_field(rng, centre, half, rng.uniform(5.0, 10.0))
     c32 = centre.astype(F32)
 
@@ -344,6 +424,7 @@ def sah_spec(rng: np.random.Generator, anat: HeadAnatomy, target_ml: float) -> L
         float(rng.uniform(58.0, 78.0)),
         2.0,
         tex,
+        resolution_mm=1.0,
     )
 
 
@@ -363,18 +444,32 @@ def extra_axial_spec(
             break
     u[0] = side * abs(u[0])
     r_icc = 70.0
-    thick = rng.uniform(8.0, 26.0) if edh else rng.uniform(3.0, 14.0)
-    mean_profile = 0.5 if edh else 0.33
-    area = target_ml * 1000.0 / (mean_profile * thick)
-    cos_t = 1.0 - area / (2.0 * np.pi * r_icc * r_icc)
-    theta = float(np.clip(np.arccos(np.clip(cos_t, -1.0, 1.0)), np.deg2rad(12 if edh else 28), 1.5))
-    if not edh:
-        theta = min(theta, np.deg2rad(rng.uniform(55.0, 85.0)))
+
+    def cap_angle(area_mm2: float) -> float:
+        cos_t = 1.0 - area_mm2 / (2.0 * np.pi * r_icc * r_icc)
+        return float(np.arccos(np.clip(cos_t, -1.0, 1.0)))
+
+    if edh:  # compact and thick: the thickness is drawn, the extent follows from the volume
+        thick = rng.uniform(8.0, 26.0)
+        theta = float(np.clip(cap_angle(target_ml * 1000.0 / (0.5 * thick)), np.deg2rad(10), 1.2))
+    else:  # broad and thin: the extent is drawn, the thickness follows (at least 3 mm)
+        theta = float(np.deg2rad(rng.uniform(45.0, 80.0)))
+        area = 2.0 * np.pi * r_icc * r_icc * (1.0 - np.cos(theta))
+        thick = target_ml * 1000.0 / (0.33 * area)
+        if thick < 3.0:
+            thick = 3.0
+            theta = max(cap_angle(target_ml * 1000.0 / (0.33 * thick)), float(np.deg2rad(8)))
     power = F32(0.5 if edh else 1.0)
     u32 = u.astype(F32)
     inv_t2 = F32(1.0 / theta**2)
     centre = u * r_icc
-    half = r_icc * np.sin(min(theta, np.pi / 2)) + 45.0
+    # Bounding box of the cap: directions within theta of u, radii 35..95 mm, one hemisphere.
+    dirs = _unit_rows(rng.standard_normal((400, 3)))
+    cosd = dirs @ u
+    keep = dirs[cosd >= np.cos(min(theta * 1.05, np.pi))]
+    keep = np.vstack([keep, u[None, :]])
+    pts = np.concatenate([keep * 35.0, keep * 95.0])
+    half = float(np.max(np.abs(pts - u * r_icc))) + 5.0
     tex = _local_field(rng, centre, half, 12.0)
     s32 = F32(side)
 
@@ -386,11 +481,15 @@ def extra_axial_spec(
         ang = np.arccos(np.clip(cosang, -1.0, 1.0))
         prof = np.clip(F32(1.0) - ang * ang * inv_t2, 0.0, 1.0) ** power
         prof = prof * (F32(1.0) + F32(0.15) * tex(x, y, z))
-        ds = np.maximum(-d_icc, F32(0.0)) / np.maximum(prof, F32(0.01))
+        ds = (np.maximum(-d_icc, F32(0.0)) + F32(0.3)) / np.maximum(prof, F32(0.01))
         return dc, ds
 
-    lo = np.maximum(centre - half, [-80.0, -100.0, -80.0])
-    hi = np.minimum(centre + half, [80.0, 100.0, 85.0])
+    lo = np.maximum(np.minimum(pts.min(axis=0), centre) - 5.0, [-80.0, -100.0, -80.0])
+    hi = np.minimum(np.maximum(pts.max(axis=0), centre) + 5.0, [80.0, 100.0, 85.0])
+    if side > 0:
+        lo[0] = max(lo[0], -5.0)
+    else:
+        hi[0] = min(hi[0], 5.0)
     hu = rng.uniform(58.0, 82.0) if edh else rng.uniform(50.0, 78.0)
     return LesionSpec(
         subtype,
@@ -404,6 +503,7 @@ def extra_axial_spec(
         3.0,
         tex,
         params={"max_thickness_mm": float(thick), "angle_deg": float(np.rad2deg(theta))},
+        resolution_mm=1.5,
     )
 
 

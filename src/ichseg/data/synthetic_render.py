@@ -34,6 +34,8 @@ class Tissue(IntEnum):
     EDEMA = 6
     CALCIFICATION = 7
     DEVICE = 8
+    MIXED = 9  #: partial-volume voxel without a dominant tissue
+    DURA = 10  #: falx and dural venous sinuses (inside the cavity, denser than CSF)
 
 
 class CoarseLayers:
@@ -157,7 +159,7 @@ def render_head(
     """Render the anatomy on the scan grid (no lesions, no noise). See the module docstring."""
     Z, Y, X = geom.shape_zyx
     sp, T = geom.spacing, geom.thickness
-    f = max(1, int(round(lowres_mm / sp)))
+    f = max(1, round(lowres_mm / sp))
     yl, xl = -(-Y // f), -(-X // f)
     step = f * sp
     ys = (np.arange(yl) * f + (f - 1) / 2.0) * sp
@@ -190,7 +192,8 @@ def render_head(
     d_head = np.maximum(anat.head_outer(x, y, z, d_icc, t_sk), -air)
     d_bone = np.maximum(np.maximum(d_icc - t_sk, -orb), -air)
     # Thin bony walls around the sinuses and the back of the orbits (face only).
-    walls = np.minimum(np.maximum(air - F32(1.8), -air), np.maximum(orb - F32(1.5), -orb - F32(0.5)))
+    orb_wall = np.maximum(np.maximum(orb - F32(1.5), -orb - F32(0.5)), F32(-72.0) - y)
+    walls = np.minimum(np.maximum(air - F32(1.8), -air), orb_wall)
     walls = np.maximum(walls, np.maximum(z + F32(25.0), -F32(85.0) - y))
     d_bone = np.minimum(d_bone, walls)
 
@@ -227,7 +230,8 @@ def render_head(
     gate = smoothstep((zi - floor_cc) / F32(3.0)) * smoothstep((cb - F32(1.0)) / F32(3.0))
     ihf_w = F32(anat.ihf_width) * gate - F32(0.5) * (F32(1.0) - gate)
     ihf_dist = np.where(gate > 0.5, np.abs(mid) - F32(anat.ihf_width), _BIG)
-    v_brain = anat.brain_value(xi, yi, zi, depth, np.abs(s) - w_s, cb, ihf_dist)
+    sulc_dist = np.abs(s) - w_s + F32(2.0) * np.maximum(depth - F32(anat.sulcus_depth), F32(0.0))
+    v_brain = anat.brain_value(xi, yi, zi, depth, sulc_dist, cb, ihf_dist)
     v_csf = F32(tis.csf) + F32(tis.dura - tis.csf) * smoothstep(F32(0.5) - sinus / F32(1.5))
 
     def inner_grid(values: np.ndarray, default: float) -> np.ndarray:
@@ -305,8 +309,7 @@ def _composite_chunk(
     v *= fr
     v -= F32(1000.0)
     image[hb.slices] = v
-    if lab is not None:
-        lab[hb.slices][fr > 0.5] = Tissue.SOFT
+    fracs: list[tuple[Box, np.ndarray]] = [(hb, fr)]
     # Bone: dense inner/outer tables around the diploe; basal bone dense throughout.
     bb = box_of("u_bone")
     if not bb.empty:
@@ -327,14 +330,16 @@ def _composite_chunk(
         v -= sub
         v *= fr
         sub += v
-        if lab is not None:
-            lab[bb.slices][fr > 0.5] = Tissue.BONE
+        fracs.append((bb, fr))
     ib = box_of("u_icc")
     if ib.empty:
+        if lab is not None:
+            _label_chunk(lab, fracs)
         return
     f_icc = layers.icc_fraction(ib)
     sub = image[ib.slices]
     v = layers.up("csf", ib)
+    dural = (v > F32(tis.csf + 12.0)) if lab is not None else None
     v -= sub
     v *= f_icc
     sub += v
@@ -355,16 +360,53 @@ def _composite_chunk(
     v *= falx
     sub += v
     if lab is not None:
+        fracs += [(ib, f_icc), (ib, fb)]
+        _label_chunk(lab, fracs)
         lsub = lab[ib.slices]
-        lsub[f_icc > 0.5] = Tissue.CSF
-        lsub[fb > 0.5] = Tissue.BRAIN
+        assert dural is not None
+        lsub[(dural | (falx > 0.3)) & (lsub == Tissue.CSF)] = Tissue.DURA
+
+
+#: A voxel gets a tissue label when that tissue fills at least this fraction of it.
+PURE_FRACTION = 0.75
+
+
+def _label_chunk(lab: np.ndarray, fracs: list[tuple[Box, np.ndarray]]) -> None:
+    """Tissue labels from nested fractions (head > bone > cavity > brain) on the head box.
+
+    Each tissue's own fraction is its layer's minus the next one's; voxels where no tissue
+    reaches :data:`PURE_FRACTION` are labelled :attr:`Tissue.MIXED`.
+    """
+    hb = fracs[0][0]
+    nested = []
+    for box, fr in fracs:
+        full = np.zeros(hb.shape, dtype=F32)
+        z0, z1 = max(box.z0, hb.z0), min(box.z1, hb.z1)
+        y0, y1 = max(box.y0, hb.y0), min(box.y1, hb.y1)
+        x0, x1 = max(box.x0, hb.x0), min(box.x1, hb.x1)
+        if z1 > z0 and y1 > y0 and x1 > x0:
+            full[z0 - hb.z0 : z1 - hb.z0, y0 - hb.y0 : y1 - hb.y0, x0 - hb.x0 : x1 - hb.x0] = fr[
+                z0 - box.z0 : z1 - box.z0, y0 - box.y0 : y1 - box.y0, x0 - box.x0 : x1 - box.x0
+            ]
+        nested.append(full)
+    while len(nested) < 4:
+        nested.append(np.zeros(hb.shape, dtype=F32))
+    fh, fbo, fi, fb = nested
+    own = np.stack([F32(1.0) - fh, fh - fbo, fbo - fi, fi - fb, fb])
+    best = own.argmax(axis=0)
+    names = np.array(
+        [Tissue.AIR, Tissue.SOFT, Tissue.BONE, Tissue.CSF, Tissue.BRAIN], dtype=np.uint8
+    )
+    out = names[best]
+    out[own.max(axis=0) < PURE_FRACTION] = Tissue.MIXED
+    lab[hb.slices] = out
 
 
 def _add_head_holder(
     out: RenderedHead, geom: ScanGeometry, u_head: np.ndarray, f: int, rng: np.random.Generator
 ) -> None:
     """A curved head holder (a thin dense arc behind the head, constant along z)."""
-    Z, Y, X = geom.shape_zyx
+    _Z, Y, X = geom.shape_zyx
     sp = geom.spacing
     inside = (u_head < 0.5).any(axis=0)
     if not inside.any():
