@@ -25,11 +25,13 @@ class DemoResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def pick_demo_case(seed: int = DEMO_SEED, max_tries: int = 20):
-    """The first synthetic case of ``seed`` with a single-scan hemorrhage of 5–60 mL."""
+def pick_demo_case(
+    seed: int = DEMO_SEED, max_tries: int = 20, shape: tuple[int, int, int] | None = None
+):
+    """The first synthetic case of ``seed`` with a hemorrhage of 5–60 mL (full size default)."""
     from ichseg.data.synthetic import PhantomConfig, generate_case
 
-    config = PhantomConfig()
+    config = PhantomConfig() if shape is None else PhantomConfig.for_shape(shape)
     for index in range(max_tries):
         case = generate_case(config, seed, index)
         ml = float(case.mask.array.sum()) * case.image.voxel_volume_ml
@@ -44,11 +46,10 @@ def run_demo(
     seed: int = DEMO_SEED,
     rounds: int = DEMO_ROUNDS,
     weights: str | Path | None = None,
+    shape: tuple[int, int, int] | None = None,
     echo=print,
 ) -> DemoResult:
     """Run the demo; ``echo`` receives human-readable progress lines."""
-    import torch
-
     from ichseg.evaluation.metrics import dice
     from ichseg.interaction.session import InteractiveSession
     from ichseg.interaction.simulated_user import SimulatedClinician
@@ -64,7 +65,7 @@ def run_demo(
     res = DemoResult(out)
 
     t0 = time.perf_counter()
-    case, index = pick_demo_case(seed)
+    case, index = pick_demo_case(seed, shape=shape)
     res.files["scan"] = write_nifti(case.image, out / "demo_scan.nii.gz")
     res.files["ground_truth"] = write_nifti(case.mask, out / "demo_ground_truth.nii.gz")
     gen_s = time.perf_counter() - t0
@@ -77,7 +78,8 @@ def run_demo(
     volume = load_volume(res.files["scan"])
     gt = load_mask(res.files["ground_truth"], volume)
     true_ml = float(gt.array.sum()) * volume.voxel_volume_ml
-    _, grid = prepare_image(volume, 256)
+    model, wpath = load_weights(weights)
+    _, grid = prepare_image(volume, int(model.config.slice_size))
     echo(f"loaded: {volume.describe()}")
     echo(
         f"preprocessing: brain window L40/W80 -> [0, 1], canonical LPS, network grid "
@@ -88,8 +90,6 @@ def run_demo(
         volume, gt, out / "demo_montage.png", title="synthetic scan with ground truth"
     )
 
-    model, wpath = load_weights(weights)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     session = InteractiveSession(model, weights_path=wpath)
     session.set_volume(volume)
     echo(f"model {wpath.name}: per-volume encoding {session.set_volume_seconds:.2f} s")
