@@ -183,6 +183,10 @@ def test_cli_train_runs_a_fold(tiny_physionet, tmp_path):
     assert res.exit_code == 0, res.output
     assert "best validation Dice" in res.output
     assert (tmp_path / "run" / "last.pt").exists()
+    saved = TrainConfig.load(tmp_path / "run" / "config.yaml").loss
+    assert (saved.volume, saved.slice, saved.fcm, saved.dice, saved.ce) == (1, 3, 6, 1, 0)
+    bad = CliRunner().invoke(app, [*args[:-4], "--loss-weights", "1,2"])
+    assert bad.exit_code != 0
 
 
 def test_export_weights_loads_for_inference(tiny_physionet, tmp_path):
@@ -195,6 +199,8 @@ def test_export_weights_loads_for_inference(tiny_physionet, tmp_path):
     assert facts["step"] == 2
     model, cfg = load_model(tmp_path / "w.pt")
     assert cfg.slice_size == 32
-    for (name, a), b in zip(model.state_dict().items(), tr.model.state_dict().values(), strict=True):
+    for (name, a), b in zip(
+        model.state_dict().items(), tr.model.state_dict().values(), strict=True
+    ):
         assert torch.allclose(a.float(), b.float(), atol=1e-2, rtol=1e-2), name
     assert (tmp_path / "w.json").exists()

@@ -22,6 +22,16 @@ def _parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
+def _floats(text: str, n: int) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise ConfigError(f"expected {n} comma-separated numbers, got {text!r}") from exc
+    if len(vals) != n:
+        raise ConfigError(f"expected {n} comma-separated numbers, got {text!r}")
+    return vals
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
@@ -47,10 +57,23 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--set", help="Model config override KEY=VALUE (repeatable)"),
         ] = None,
+        loss_weights: Annotated[
+            str | None,
+            typer.Option(help="l1,l2,l3 = volume,slice,FCM loss weights (paper 5,1,4)"),
+        ] = None,
+        dice_ce: Annotated[
+            str | None, typer.Option(help="a,b = Dice and CE shares of each sub-loss (0.5,0.5)")
+        ] = None,
+        loss_preset: Annotated[
+            str | None, typer.Option(help="paper | code (the authors' code: 4,5,1 Dice only)")
+        ] = None,
         progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
     ) -> None:
         """Train (e.g. `ichseg train --model hpinet --preset lite --data DIR --fold 0 --out RUN`)."""
+        from dataclasses import asdict
+
         from ichseg.training.config import TrainConfig
+        from ichseg.training.losses import LossWeights
         from ichseg.training.trainer import cross_validate, train
 
         cfg = TrainConfig.load(config) if config else TrainConfig()
@@ -75,6 +98,14 @@ def register(app: typer.Typer) -> None:
         overrides = _parse_overrides(set_)
         if overrides:
             values["model_overrides"] = {**values.get("model_overrides", {}), **overrides}
+        loss = (
+            dict(values["loss"]) if loss_preset is None else asdict(LossWeights.preset(loss_preset))
+        )
+        if loss_weights:
+            loss.update(zip(("volume", "slice", "fcm"), _floats(loss_weights, 3), strict=True))
+        if dice_ce:
+            loss.update(zip(("dice", "ce"), _floats(dice_ce, 2), strict=True))
+        values["loss"] = loss
         cfg = TrainConfig.from_dict(values)
         if all_folds:
             results = cross_validate(cfg)
