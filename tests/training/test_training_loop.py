@@ -176,6 +176,10 @@ def test_cli_train_runs_a_fold(tiny_physionet, tmp_path):
         "--threads",
         "1",
         "--no-progress",
+        "--loss-weights",
+        "1,3,6",
+        "--dice-ce",
+        "1,0",
     ]
     for k, v in TINY.items():
         args += ["--set", f"{k}={v}"]
@@ -185,7 +189,7 @@ def test_cli_train_runs_a_fold(tiny_physionet, tmp_path):
     assert (tmp_path / "run" / "last.pt").exists()
     saved = TrainConfig.load(tmp_path / "run" / "config.yaml").loss
     assert (saved.volume, saved.slice, saved.fcm, saved.dice, saved.ce) == (1, 3, 6, 1, 0)
-    bad = CliRunner().invoke(app, [*args[:-4], "--loss-weights", "1,2"])
+    bad = CliRunner().invoke(app, [*args, "--loss-weights", "1,2"])
     assert bad.exit_code != 0
 
 
