@@ -8,11 +8,12 @@ ICH-HPINet networks are trained with batch size 1). Dropouts are registered modu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from ichseg.errors import ConfigError
@@ -48,36 +49,95 @@ def make_norm(kind: str, channels: int, dims: int) -> nn.Module:
     raise ConfigError(f"unknown norm {kind!r}; expected one of {NORM_KINDS}")
 
 
-class Conv3d(nn.Conv3d):
-    """``nn.Conv3d`` that routes batch-1 CPU fp32 inference through ``torch.mkldnn_convolution``.
+_FAST_CONV3D = True
 
-    PyTorch's default path for batch-1 3D convolutions on CPU is a slow im2col loop; the oneDNN
-    kernel computes the same convolution several times faster. The routing only happens when no
-    gradient is needed, so training is unaffected; outputs agree with ``nn.Conv3d`` to float
-    rounding (checked in the tests).
+
+def set_fast_conv3d(enabled: bool) -> None:
+    """Globally enable/disable the oneDNN route of :class:`Conv3d` (for comparisons)."""
+    global _FAST_CONV3D
+    _FAST_CONV3D = bool(enabled)
+
+
+class _SameConv3dFunction(torch.autograd.Function):
+    """Stride-1 'same' 3D convolution whose forward *and* backward run on oneDNN.
+
+    For batch-1 volumes PyTorch's backend heuristic picks the slow im2col kernels (in the forward
+    for small maps, and in the backward); here both gradients are themselves convolutions:
+    ``grad_input = conv(grad_out, flipped transposed weight)`` and ``grad_weight =
+    conv(padded input with channels as batch, grad_out with batch as channels)``.
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        if (
-            x.device.type == "cpu"
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int, int]
+    ) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        ctx.has_bias = bias is not None
+        ones = (1, 1, 1)
+        return torch.mkldnn_convolution(x.contiguous(), weight, bias, padding, ones, ones, 1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        pad = ctx.padding
+        ones = (1, 1, 1)
+        g = grad_out.contiguous()
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            w_t = weight.flip(2, 3, 4).transpose(0, 1).contiguous()
+            grad_x = torch.mkldnn_convolution(g, w_t, None, pad, ones, ones, 1)
+        if ctx.needs_input_grad[1]:
+            xp = F.pad(x, (pad[2], pad[2], pad[1], pad[1], pad[0], pad[0]))
+            gw = torch.mkldnn_convolution(
+                xp.transpose(0, 1).contiguous(),
+                g.transpose(0, 1).contiguous(),
+                None,
+                (0, 0, 0),
+                ones,
+                ones,
+                1,
+            )
+            grad_w = gw.transpose(0, 1).contiguous()
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(dim=(0, 2, 3, 4))
+        return grad_x, grad_w, grad_b, None
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` that runs stride-1 'same' convolutions on CPU fp32 through oneDNN.
+
+    PyTorch's backend choice for batch-1 3D convolutions on CPU falls onto slow im2col kernels
+    (forward for small maps, and the backward); :class:`_SameConv3dFunction` computes the same
+    convolution and its gradients with ``torch.mkldnn_convolution`` several times faster.
+    Outputs and gradients agree with ``nn.Conv3d`` to float rounding (checked in the tests).
+    Other configurations (strides, autocast, GPU) use the stock implementation.
+    """
+
+    def _fast_ok(self, x: Tensor) -> bool:
+        k = self.kernel_size
+        return (
+            _FAST_CONV3D
+            and x.device.type == "cpu"
             and x.dtype == torch.float32
+            and self.weight.dtype == torch.float32
             and x.dim() == 5
-            and x.shape[0] == 1
+            and self.groups == 1
             and self.padding_mode == "zeros"
-            and isinstance(self.padding, tuple)
-            and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+            and tuple(self.stride) == (1, 1, 1)
+            and tuple(self.dilation) == (1, 1, 1)
+            and all(kk % 2 == 1 for kk in k)
+            and tuple(self.padding) == tuple(kk // 2 for kk in k)
             and not torch.is_autocast_enabled("cpu")
             and torch.backends.mkldnn.is_available()
-        ):
-            return torch.mkldnn_convolution(
-                x.contiguous(),
-                self.weight,
-                self.bias,
-                self.padding,
-                self.stride,
-                self.dilation,
-                self.groups,
-            )
+            and torch.backends.mkldnn.enabled
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._fast_ok(x):
+            pad = (int(self.padding[0]), int(self.padding[1]), int(self.padding[2]))
+            return _SameConv3dFunction.apply(x, self.weight, self.bias, pad)
         return super().forward(x)
 
 

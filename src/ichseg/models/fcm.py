@@ -98,9 +98,13 @@ class FCM(nn.Module):
             )
         bad = [v for v in ks if not 0 <= v < feats.depth]
         if bad:
-            raise PromptError(f"target slice index {bad[0]} outside the volume (0..{feats.depth - 1})")
+            raise PromptError(
+                f"target slice index {bad[0]} outside the volume (0..{feats.depth - 1})"
+            )
         out: list[Tensor] = []
-        for level, adapter, s in zip(feats.levels(), self.adapters, self.depth_strides, strict=True):
+        for level, adapter, s in zip(
+            feats.levels(), self.adapters, self.depth_strides, strict=True
+        ):
             b, c, _, h, w = level.shape
             idx = torch.tensor([v // s for v in ks], device=level.device)
             sel = level.index_select(2, idx)  # (B, C, N, h, w)

@@ -80,7 +80,7 @@ class HPINetConfig:
     default_depth: int = 32
     # VIM (3D residual U-Net) on the in-plane downsampled grid
     vim_downsample: int = 2
-    vim_base: int = 16
+    vim_base: int = 8
     vim_levels: int = 4
     vim_pools: tuple[tuple[int, int, int], ...] = ((1, 2, 2), (2, 2, 2), (2, 2, 2))
     vim_dropout: float = 0.1
@@ -138,7 +138,9 @@ class HPINetConfig:
         need(self.vim_base >= 1, f"vim_base must be >= 1, got {self.vim_base}")
         need(self.vim_levels >= 3, f"vim_levels must be >= 3, got {self.vim_levels}")
         validate_pools(self.vim_pools, self.vim_levels)
-        need(0.0 <= self.vim_dropout < 1.0, f"vim_dropout must be in [0, 1), got {self.vim_dropout}")
+        need(
+            0.0 <= self.vim_dropout < 1.0, f"vim_dropout must be in [0, 1), got {self.vim_dropout}"
+        )
         need(self.vim_skip in SKIP_MODES, f"vim_skip must be one of {SKIP_MODES}")
         need(
             self.fcm_channels is None
@@ -247,7 +249,7 @@ def paper_config() -> HPINetConfig:
 
 
 def lite_config() -> HPINetConfig:
-    """CPU preset: 256x256 slices, VIM base 16 with 4 levels and anisotropic first pooling
+    """CPU preset: 256x256 slices, VIM base 8 with 4 levels and anisotropic first pooling
     (1, 2, 2) on 128x128, half-width ResNet-18-like SIM/key encoder, quarter-width value
     encoder, key 64 / value 128."""
     return HPINetConfig()
@@ -423,7 +425,9 @@ class HPINet(nn.Module):
         return torch.sigmoid(logits), feats
 
     @staticmethod
-    def vim_to_slices(x: Tensor, size: Sequence[int], indices: Sequence[int] | None = None) -> Tensor:
+    def vim_to_slices(
+        x: Tensor, size: Sequence[int], indices: Sequence[int] | None = None
+    ) -> Tensor:
         """Resize VIM-grid maps ``(B, C, D, h, w)`` in-plane to ``size = (H, W)``.
 
         With ``indices`` only those slices are resized and returned stacked k-major as
@@ -494,7 +498,9 @@ class HPINet(nn.Module):
         feats: Sequence[Tensor] | None = None
         if self.fuses_features:
             if fcm is None:
-                raise ConfigError("this model fuses FCM features: pass the FCM output of the target")
+                raise ConfigError(
+                    "this model fuses FCM features: pass the FCM output of the target"
+                )
             feats = fcm.features if isinstance(fcm, FCMOutput) else fcm
         return mpffm.decode(readout, query, feats, out_size)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -104,7 +105,9 @@ def compute_affinity(mem_key: Tensor, query_key: Tensor, top_k: int | None = Non
         )
     if top_k is not None and top_k < 1:
         raise ConfigError(f"top_k must be >= 1 or None, got {top_k}")
-    with torch.autocast(device_type=mem_key.device.type, enabled=False):
+    dev = mem_key.device.type
+    no_autocast = torch.autocast(dev, enabled=False) if dev in ("cpu", "cuda") else nullcontext()
+    with no_autocast:
         mk, qk = mem_key.float(), query_key.float()
         dim = mk.shape[1]
         a = 2.0 * torch.bmm(mk.transpose(1, 2), qk)  # (B, M, Q)
@@ -323,7 +326,9 @@ class MPFFM(nn.Module):
             ``use_affinity`` is off).
         """
         if query_key.dim() != 4:
-            raise DimensionalityError(f"query key must be (B, C, h, w), got {tuple(query_key.shape)}")
+            raise DimensionalityError(
+                f"query key must be (B, C, h, w), got {tuple(query_key.shape)}"
+            )
         n, _, h, w = query_key.shape
         if mem_values.dim() != 5 or mem_values.shape[-2:] != (h, w):
             raise DimensionalityError(
@@ -368,9 +373,9 @@ class MPFFM(nn.Module):
 
 
 __all__ = [
+    "MPFFM",
     "KeyEncoder",
     "KeyFeatures",
-    "MPFFM",
     "MaskDecoder",
     "ValueEncoder",
     "compute_affinity",

@@ -83,7 +83,8 @@ class VIM(nn.Module):
     Args:
         in_channels: input channels (4 for ICH-HPINet).
         base: channels of level 0; level ``l`` has ``base * 2**l`` channels.
-        levels: number of resolution levels (>= 3; 5 in the paper).
+        levels: number of resolution levels (>= 3; 5 in the paper). With 3 levels, ``d3`` is the
+            bottleneck (encoder) output.
         pools: pooling factor ``(d, h, w)`` entering each level 1..levels-1; default isotropic
             ``(2, 2, 2)``. Use ``(1, 2, 2)`` in early levels for thick (5–6 mm) slices.
         norm: ``"group"`` or ``"instance"``.
@@ -114,9 +115,7 @@ class VIM(nn.Module):
             raise ConfigError(f"VIM skip must be one of {SKIP_MODES}, got {skip!r}")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"VIM dropout must be in [0, 1), got {dropout}")
-        pools_t = validate_pools(
-            pools if pools is not None else [(2, 2, 2)] * (levels - 1), levels
-        )
+        pools_t = validate_pools(pools if pools is not None else [(2, 2, 2)] * (levels - 1), levels)
         self.in_channels = in_channels
         self.pools = pools_t
         self.skip = skip
@@ -131,7 +130,9 @@ class VIM(nn.Module):
         self.use_checkpoint = False
 
         self.pooling = nn.ModuleList([nn.MaxPool3d(p, stride=p) for p in pools_t])
-        enc: list[nn.Module] = [ResBlock3d(in_channels, self.channels[0], norm=norm, dropout=dropout)]
+        enc: list[nn.Module] = [
+            ResBlock3d(in_channels, self.channels[0], norm=norm, dropout=dropout)
+        ]
         for lvl in range(1, levels):
             enc.append(
                 ResBlock3d(self.channels[lvl - 1], self.channels[lvl], norm=norm, dropout=dropout)
@@ -195,14 +196,13 @@ class VIM(nn.Module):
             dec_out.append(y)
         logits = self.head(y)[..., :d, :h, :w]
 
-        # dec_out is ordered coarse -> fine; the last three are levels 2, 1, 0.
+        # per-level features: decoder output, or the bottleneck for the lowest level
+        level_feats = [*reversed(dec_out), skips[-1]]
         crops = []
         for lvl in (0, 1, 2):
-            f = dec_out[len(dec_out) - 1 - lvl]
+            f = level_feats[lvl]
             sd, sp = self.depth_strides[lvl], self.plane_strides[lvl]
-            crops.append(
-                f[..., : math.ceil(d / sd), : math.ceil(h / sp), : math.ceil(w / sp)]
-            )
+            crops.append(f[..., : math.ceil(d / sd), : math.ceil(h / sp), : math.ceil(w / sp)])
         feats = VIMFeatures(
             d1=crops[0],
             d2=crops[1],

@@ -1,0 +1,101 @@
+"""``ichseg info``: parameters and FLOPs of a registered model, per module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("info")
+    def info(
+        model: str = typer.Option("hpinet", "--model", help="Registered model name."),
+        preset: str = typer.Option("lite", "--preset", help="Model preset (hpinet: paper|lite)."),
+        input_size: str | None = typer.Option(
+            None,
+            "--input",
+            help="Input DxHxW at slice resolution (default: the preset's, e.g. 32x256x256).",
+        ),
+        weights: Path | None = typer.Option(
+            None, "--weights", help="Checkpoint to describe instead of a preset."
+        ),
+    ) -> None:
+        """Print per-module parameters and GFLOPs (counted on the meta device, no compute)."""
+        import torch
+        from rich.console import Console
+        from rich.table import Table
+
+        from ichseg.models.flops import model_cost, parse_input_size
+        from ichseg.models.registry import build_model, load_model, model_config_dict
+
+        if weights is not None:
+            net, _ = load_model(weights)
+            source = f"checkpoint {weights}"
+            model_name = str(getattr(net, "registry_name", model))
+        else:
+            with torch.device("meta"):
+                net = build_model(model, preset)
+            source = f"preset {preset}"
+            model_name = model
+        cfg = model_config_dict(net)
+        if input_size is not None:
+            dhw = parse_input_size(input_size)
+        elif "default_depth" in cfg and "slice_size" in cfg:
+            dhw = (int(cfg["default_depth"]), int(cfg["slice_size"]), int(cfg["slice_size"]))
+        else:
+            dhw = parse_input_size("32x256x256")
+        report = model_cost(net, dhw, model_name)
+
+        def fmt_m(n: float | None) -> str:
+            return "-" if n is None else f"{n / 1e6:.2f}"
+
+        def fmt_g(f: float | None) -> str:
+            return "-" if f is None else f"{f / 1e9:.2f}"
+
+        def fmt_ref(v: float | None) -> str:
+            return "-" if v is None else f"{v:.2f}"
+
+        table = Table(
+            title=f"{model_name} ({source}), input {dhw[0]}x{dhw[1]}x{dhw[2]}",
+            show_lines=False,
+        )
+        for col, just in (
+            ("module", "left"),
+            ("FLOPs counted", "left"),
+            ("params (M)", "right"),
+            ("GFLOPs", "right"),
+            ("ref. params (M)", "right"),
+            ("ref. GFLOPs", "right"),
+        ):
+            table.add_column(col, justify=just)  # type: ignore[arg-type]
+        for row in report.rows:
+            table.add_row(
+                row.name,
+                row.unit,
+                fmt_m(row.params),
+                fmt_g(row.flops),
+                fmt_ref(row.ref_params_m),
+                fmt_ref(row.ref_gflops),
+            )
+        t = report.total
+        table.add_section()
+        table.add_row(
+            f"[bold]{t.name}[/bold]",
+            t.unit,
+            f"[bold]{fmt_m(t.params)}[/bold]",
+            f"[bold]{fmt_g(t.flops)}[/bold]",
+            fmt_ref(t.ref_params_m),
+            fmt_ref(t.ref_gflops),
+        )
+        console = Console(width=max(120, Console().width))
+        console.print(table)
+        switches = [
+            f"{k}={cfg[k]}"
+            for k in ("propagation", "use_memory", "use_affinity", "use_fusion", "top_k", "norm")
+            if k in cfg
+        ]
+        if switches:
+            console.print("config: " + ", ".join(switches))
+        for note in report.notes:
+            console.print(f"- {note}")
