@@ -1,0 +1,217 @@
+"""``ichseg evaluate``: simulated-clinician benchmark of interactive methods on a dataset."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ichseg.errors import ConfigError, DatasetLayoutError
+
+
+def _select_cases(
+    ds: Any, splits: Path | None, fold: int | None, cases: str | None, max_cases: int | None
+) -> tuple[list[Any], int | None]:
+    """The dataset's cases to evaluate (in dataset order) and the fold label."""
+    if cases and splits:
+        raise ConfigError("give either --cases or --splits/--fold, not both")
+    if (splits is None) != (fold is None):
+        raise ConfigError("--splits and --fold go together (the fold's test cases are evaluated)")
+    selected = list(ds.cases)
+    if splits is not None and fold is not None:
+        from ichseg.data.splits import Splits
+
+        test = set(Splits.from_json(splits).fold(fold).test)
+        unknown = sorted(test - set(ds.case_ids))
+        if unknown:
+            raise DatasetLayoutError(
+                f"{splits}: fold {fold} lists case(s) not in the dataset: {unknown[:5]}"
+            )
+        selected = [c for c in selected if c.case_id in test]
+    elif cases:
+        ids = [c.strip() for c in cases.split(",") if c.strip()]
+        if not ids:
+            raise ConfigError("--cases is empty")
+        selected = [ds.get(i) for i in dict.fromkeys(ids)]
+    if max_cases is not None:
+        if max_cases < 1:
+            raise ConfigError(f"--max-cases must be >= 1, got {max_cases}")
+        selected = selected[:max_cases]
+    if not selected:
+        raise DatasetLayoutError("no cases selected for evaluation")
+    missing = [c.case_id for c in selected if c.mask_path is None]
+    if missing:
+        raise DatasetLayoutError(
+            f"case(s) without a ground-truth mask cannot be evaluated: {missing[:5]}"
+        )
+    return selected, fold
+
+
+def _load_cases(selected: list[Any], input_window: Any) -> Any:
+    for case in selected:
+        image = case.load_image(input_window)
+        mask = case.load_mask(reference=image)
+        yield case.case_id, image, mask
+
+
+def _command_line(params: dict[str, Any]) -> str:
+    parts = ["ichseg", "evaluate"]
+    for key, value in params.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                parts += [flag, str(v)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate_cmd(
+        data: Annotated[Path, typer.Option(help="Dataset folder or CSV manifest")],
+        out: Annotated[Path, typer.Option(help="Output folder for tables and figures")],
+        method: Annotated[
+            list[str],
+            typer.Option(
+                help="Method spec, repeatable: hpinet, hpinet:WEIGHTS.pt, random_walker"
+                "[:KEY=VALUE,...]; optional LABEL= prefix"
+            ),
+        ],
+        splits: Annotated[Path | None, typer.Option(help="Splits JSON (with --fold)")] = None,
+        fold: Annotated[int | None, typer.Option(help="Evaluate this fold's test cases")] = None,
+        cases: Annotated[str | None, typer.Option(help="Comma-separated case ids")] = None,
+        rounds: Annotated[int, typer.Option(help="Interaction rounds per case")] = 8,
+        mode: Annotated[str, typer.Option(help="Clinician prompts: scribble | click")] = "scribble",
+        start: Annotated[
+            str, typer.Option(help="Round-1 slice: random_band | largest")
+        ] = "random_band",
+        seed: Annotated[int, typer.Option(help="Clinician seed")] = 0,
+        max_cases: Annotated[int | None, typer.Option(help="Evaluate at most N cases")] = None,
+        input_window: Annotated[
+            str | None, typer.Option(help="HU window of already-windowed images, 'L,W'")
+        ] = None,
+        empty_gt: Annotated[
+            str, typer.Option(help="Cases without hemorrhage: skip | evaluate")
+        ] = "skip",
+        reference: Annotated[
+            str | None, typer.Option(help="Reference method of the tests (default: first)")
+        ] = None,
+        keep_masks: Annotated[int, typer.Option(help="Cases shown in overlay.png")] = 2,
+        device: Annotated[str, typer.Option(help="auto | cpu | cuda (HPINet)")] = "cpu",
+        threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+        progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+    ) -> None:
+        """Run every method on the same cases with the same simulated clinician; write a report."""
+        import torch
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+
+        from ichseg.data.dataset import open_dataset
+        from ichseg.evaluation.interactive import (
+            ClinicianSpec,
+            KeptCase,
+            evaluate_interactive,
+            load_method,
+        )
+        from ichseg.evaluation.report import format_summary, write_report
+        from ichseg.preprocess.windowing import parse_window
+
+        if rounds < 1:
+            raise ConfigError(f"--rounds must be >= 1, got {rounds}")
+        if threads is not None:
+            if threads < 1:
+                raise ConfigError(f"--threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)
+        if not method:
+            raise ConfigError("give at least one --method")
+        spec = ClinicianSpec(mode=mode, start=start, seed=seed)  # type: ignore[arg-type]
+        window = parse_window(input_window) if input_window else None
+        ds = open_dataset(data, input_window=window)
+        selected, fold_label = _select_cases(ds, splits, fold, cases, max_cases)
+        loaded = [load_method(m, device=device) for m in method]
+        names = [n for n, _ in loaded]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(
+                f"method name(s) {dup} given twice; label them, e.g. --method 'hp-a=hpinet:A.pt'"
+            )
+        if reference is not None and reference not in names:
+            raise ConfigError(f"--reference {reference!r} is not one of the methods {names}")
+        import pandas as pd
+
+        kept: dict[str, KeptCase] = {}
+        frames = []
+        skipped: list[str] = []
+        for name, factory in loaded:
+            df = evaluate_interactive(
+                factory,
+                _load_cases(selected, window),
+                rounds=rounds,
+                clinician=spec,
+                method_name=name,
+                fold=fold_label,
+                empty_gt=empty_gt,  # type: ignore[arg-type]
+                keep_masks=keep_masks,
+                kept=kept,
+                progress=progress,
+                n_cases=len(selected),
+            )
+            skipped = list(df.attrs.get("skipped_empty", []))
+            frames.append(df)
+        results = pd.concat(frames, ignore_index=True)
+        if results.empty:
+            raise DatasetLayoutError(
+                f"no case could be evaluated: all {len(skipped)} selected case(s) have an empty "
+                "mask (use --empty-gt evaluate to include them)"
+            )
+        command = _command_line(
+            {
+                "data": data,
+                "splits": splits,
+                "fold": fold,
+                "cases": cases,
+                "method": list(method),
+                "rounds": rounds,
+                "mode": mode,
+                "start": start,
+                "seed": seed,
+                "max_cases": max_cases,
+                "input_window": input_window,
+                "empty_gt": empty_gt,
+                "reference": reference,
+                "keep_masks": keep_masks,
+                "device": device,
+                "out": out,
+            }
+        )
+        paths = write_report(results, out, command=command, reference_method=reference, kept=kept)
+
+        summary = format_summary(results)
+        n_cases = int(summary["cases"].max())
+        table = Table(
+            title=f"final round: {n_cases} case(s), <= {rounds} {mode} rounds", box=box.SIMPLE
+        )
+        table.add_column("method", no_wrap=True)
+        labels = {"dice": "Dice", "hd95": "HD95 mm", "nsd2mm": "NSD2mm"}
+        labels.update({"abs_vol_err_ml": "|dV| mL", "s/round": "s/round"})
+        shown = [c for c in summary.columns if c != "cases"]
+        for col in shown:
+            table.add_column(labels.get(str(col), str(col)), justify="right")
+        for name, row in summary.iterrows():
+            cells = ["n/a" if row[c] != row[c] else f"{row[c]:.3f}" for c in shown]
+            table.add_row(str(name), *cells)
+        console = Console()
+        console.print(table)
+        if skipped:
+            console.print(
+                f"skipped {len(skipped)} case(s) without hemorrhage: {', '.join(skipped)}"
+            )
+        console.print(f"report: {paths['report']}")
