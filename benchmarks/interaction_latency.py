@@ -106,8 +106,9 @@ def main() -> None:
         f"| round, median ({len(round_s)} rounds) | {record['round_median_s']:.3f} |",
         f"| round, p95 | {record['round_p95_s']:.3f} |",
     ]
-    lines += [f"| round part `{k}`, median | {v:.3f} |" for k, v in
-              record["round_parts_median_s"].items()]
+    lines += [
+        f"| round part `{k}`, median | {v:.3f} |" for k, v in record["round_parts_median_s"].items()
+    ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
