@@ -57,7 +57,7 @@ FINAL_METRICS: dict[str, str] = {
     "hd95": "HD95 (mm)",
     "nsd2mm": "NSD@2mm",
     "mae": "MAE",
-    "abs_vol_err_ml": "|ΔV| (mL)",
+    "abs_vol_err_ml": "abs vol err (mL)",
     "legacy_row_hd": "legacy row-HD (authors', unitless)",
 }
 #: Metrics shown per round (Table-5 layout).
@@ -253,7 +253,7 @@ def write_report(
         f"95 % bootstrap CI of the mean over cases ({n_resamples} resamples, seed {seed}); "
         "`(NaN: k)` counts undefined values (e.g. HD95 with an empty prediction). HD95 in mm "
         "on the original voxel grid; NSD at 2 mm tolerance; MAE of the probabilities over all "
-        "voxels; |ΔV| absolute volume error. The *legacy* column is the ICH-HPINet authors' "
+        "voxels; abs vol err = absolute volume error. The *legacy* column is the ICH-HPINet authors' "
         "per-slice row-HD, not a Hausdorff distance, shown only for comparison with the paper.",
         "",
         to_markdown(t1),
