@@ -253,6 +253,14 @@ def test_load_method_specs(tiny_ckpt):
         load_method("random_walker:beta=-1")
 
 
+def test_default_weights_missing_is_a_config_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ichseg.models.pretrained", None)  # import fails
+    with pytest.raises(ConfigError, match="hpinet:PATH"):
+        load_method("hpinet")
+
+
 # ------------------------------------------------------------------------------- CLI
 @pytest.fixture(scope="module")
 def runner() -> CliRunner:

@@ -104,7 +104,7 @@ def test_roi_comes_from_prompts_only():
     assert not (results["a"] & results["b"]).any()
 
 
-def test_result_independent_of_any_ground_truth_and_deterministic():
+def test_deterministic():
     vol, mask = head()
     sc = centre_scribble(mask)
     runs = []

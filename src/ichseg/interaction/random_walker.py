@@ -23,7 +23,7 @@ prompts of opposite label overlap):
    (``out_of_range="inactive"``, the default) or seeded as background (``"background"``), and
    get probability 0. *Inactive* is the default because on the brain window blood next to the
    skull (EDH/SDH) looks like bone (both saturate near 1): seeded bone then drags the adjacent
-   blood to background (see the numbers in the task report). If no in-range border voxel is
+   blood to background (see *Defaults* below). If no in-range border voxel is
    left (a ROI spanning the whole head), the out-of-range voxels become background seeds after
    all. For inputs stored already windowed (e.g. PhysioNet 0..255 with the 40/80 brain window) a
    voxel clipped at the window's low end counts as below ``hu_range`` when the window's low edge
@@ -40,12 +40,20 @@ prompts of opposite label overlap):
    direct ``bf`` solve returns NaN on numerically singular systems, hence the ichseg solver.
    ``use_spacing`` passes the ROI voxel size (divided by its smallest entry) as ``spacing``;
    skimage's weights divide intensity differences by it, which makes the jump between 5 mm slices
-   look ~30x smaller and lets blood leak along z, so it is off by default (measured in the task
-   report); all neighbours then count alike.
+   look ~30x smaller and lets blood leak along z, so it is off by default; all neighbours then
+   count alike.
 4. **Back to full resolution**: the hemorrhage probability is upsampled in-plane (linear, pixel
    centres aligned), out-of-range voxels are set to 0 and prompt pixels to their label, and the
    ROI is pasted into an all-zero canonical volume, which is mapped to the original grid with the
    exact reorientation undo. Mask = probability ``>= threshold`` (0.5 = random-walker argmax).
+
+Defaults were chosen on synthetic phantoms (:mod:`ichseg.data.synthetic`, seed 123, cases 0-5,
+512x512x32, ~0.47x0.47x5.4 mm), scribble clinician, mean Dice after rounds 1 / 6: ``beta=600``
+0.865 / 0.935; ``beta=130`` (skimage's default) 0.461 / 0.933; ``beta=300`` 0.732 / 0.929;
+``beta=1200`` 0.865 / 0.933; with ``beta=130``: ``use_spacing=True`` 0.320 / 0.709,
+``out_of_range="background"`` 0.209 / 0.884. Checked on seed 321 (cases 0-5, 8 rounds):
+``beta=600`` 0.591 / 0.918 (rounds 1 / 8), ``beta=130`` 0.455 / 0.914; ``tol=1e-3`` gave the
+same Dice as ``1e-4`` three times faster.
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -76,7 +84,7 @@ _MODES = ("cg", "cg_j", "cg_mg", "bf")
 class RandomWalkerConfig:
     """Settings of the random-walker baseline (see the module docstring)."""
 
-    beta: float = 130.0  #: edge-weight sharpness (skimage's default; data is windowed to [0, 1])
+    beta: float = 600.0  #: edge-weight sharpness (skimage's default is 130; see module docstring)
     margin_mm: float = 30.0  #: in-plane growth of the positive-prompt bounding box
     z_margin: int = 3  #: slices added above and below the positive-prompt bounding box
     downsample: int = 2  #: in-plane block-averaging factor of the ROI (1 = full resolution)
@@ -87,7 +95,7 @@ class RandomWalkerConfig:
     solver: str = "cg"  #: 'cg' (Jacobi CG), 'direct' (sparse LU) or 'skimage'
     min_weight: float = 1e-6  #: edge-weight floor of the ichseg solvers (conditioning)
     mode: str = "cg_j"  #: skimage's mode when solver='skimage' ('cg_mg' needs pyamg)
-    tol: float = 1e-4  #: conjugate-gradient relative tolerance
+    tol: float = 1e-3  #: conjugate-gradient relative tolerance
     threshold: float = 0.5  #: probability -> mask
     assume_stored_window_ok: bool = False  #: accept already-windowed input with unknown window
     click_radius: float = 2.0  #: click disc radius (canonical pixels) for add_click
@@ -142,7 +150,6 @@ class _Scan:
     image: np.ndarray  # canonical (Z, Y, X) float32 in [0, 1]
     out_of_range: np.ndarray | None  # canonical (Z, Y, X) bool, None if HU unknown/disabled
     spacing_zyx: tuple[float, float, float]
-    stats: dict[str, float] = field(default_factory=dict)
 
 
 def out_of_range_mask(volume: Volume, hu_range: tuple[float, float]) -> np.ndarray | None:
