@@ -246,6 +246,12 @@ def test_load_method_specs(tiny_ckpt):
     assert name == "rw-narrow" and s.config.beta == 50 and s.config.margin_mm == 12
     name, _ = load_method(f"mine=hpinet:{tiny_ckpt}")
     assert name == "mine"
+    name, factory = load_method(f"hp=hpinet:{tiny_ckpt},vim_weight=0.25,previous_as_mask=true")
+    s = factory()
+    assert s.config.vim_weight == 0.25 and s.config.previous_as_mask is True
+    for bad_hp in (f"hpinet:{tiny_ckpt},bogus=1", f"hpinet:{tiny_ckpt},{tiny_ckpt}"):
+        with pytest.raises(ConfigError):
+            load_method(bad_hp)
     for bad in ("unet", "random_walker:bogus=1", "random_walker:beta", "=random_walker", ""):
         with pytest.raises(ConfigError):
             load_method(bad)

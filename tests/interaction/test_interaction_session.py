@@ -194,3 +194,29 @@ def test_probability_is_float_and_in_range(model):
     p = s.probability()
     assert p.array.dtype == np.float32 and p.array.min() >= 0 and p.array.max() <= 1
     assert p.intensity != Intensity.label()
+
+
+@pytest.mark.parametrize("as_mask", [False, True])
+def test_previous_round_fed_as_mask_or_probability(model, monkeypatch, as_mask):
+    vol, mask = phantom()
+    s = InteractiveSession(model, SessionConfig(previous_as_mask=as_mask))
+    s.set_volume(vol)
+    sc = lesion_scribble(s, mask)
+    s.add_prompt(sc)
+    s.run_round()
+    seen = []
+    real = model.run_sim
+
+    def spy(image, hints, prev):
+        seen.append(prev.detach().clone())
+        return real(image, hints, prev)
+
+    monkeypatch.setattr(model, "run_sim", spy)
+    s.add_prompt(sc)
+    s.run_round()
+    prev = seen[0]
+    expected = torch.from_numpy(s._states[1].prob[[sc.z]])  # round-1 probability on the slice
+    if as_mask:
+        expected = (expected >= 0.5).float()
+        assert set(torch.unique(prev).tolist()) <= {0.0, 1.0}
+    assert torch.allclose(prev[:, 0], expected)

@@ -208,3 +208,79 @@ def test_export_weights_loads_for_inference(tiny_physionet, tmp_path):
     ):
         assert torch.allclose(a.float(), b.float(), atol=1e-2, rtol=1e-2), name
     assert (tmp_path / "w.json").exists()
+
+
+def test_training_seconds_sums_resumed_segments():
+    from ichseg.training.export import training_seconds
+
+    assert training_seconds([10.0, 20.0, 30.0]) == 30.0
+    # an old-style log restarting at zero after a resume: 30 s + 25 s
+    assert training_seconds([10.0, 30.0, 5.0, 25.0]) == 55.0
+
+
+def test_resume_keeps_counting_training_seconds(tiny_physionet, tmp_path):
+    part = Trainer(tiny_cfg(tiny_physionet, tmp_path / "r", max_steps=2), progress=False)
+    part.run()
+    first = [r["seconds"] for r in part.history][-1]
+    resumed = Trainer(tiny_cfg(tiny_physionet, tmp_path / "r", max_steps=3), progress=False)
+    resumed.run()
+    assert resumed.history[0]["seconds"] >= first
+
+
+def test_init_from_warm_starts_an_ablation_variant(tiny_physionet, tmp_path):
+    full = Trainer(tiny_cfg(tiny_physionet, tmp_path / "full", max_steps=1), progress=False)
+    full.run()
+    variant = Trainer(
+        tiny_cfg(
+            tiny_physionet,
+            tmp_path / "slice",
+            max_steps=1,
+            init_from=str(tmp_path / "full" / "last.pt"),
+            model_overrides={**TINY, "propagation": "slice"},
+        ),
+        progress=False,
+    )
+    variant.setup()
+    assert variant.step == 0
+    own = variant.model.state_dict()
+    src = full.model.state_dict()
+    shared = [k for k in own if k in src and own[k].shape == src[k].shape]
+    assert shared and len(shared) < len(src)  # the slice variant has no VIM/FCM
+    assert any(k in src and own[k].shape != src[k].shape for k in own)  # decoder w/o F_k
+    for k in shared:
+        assert torch.equal(own[k], src[k]), k
+    import json
+
+    facts = json.loads((tmp_path / "slice" / "init.json").read_text())
+    assert facts["loaded"] == len(shared) and facts["skipped"] == len(src) - len(shared)
+    with pytest.raises(ConfigError, match="not found"):
+        Trainer(
+            tiny_cfg(tiny_physionet, tmp_path / "x", init_from=str(tmp_path / "nope.pt")), False
+        ).setup()
+
+
+def test_cli_config_values_are_not_overridden_by_cli_defaults(tiny_physionet, tmp_path):
+    register_commands()
+    cfg = tiny_cfg(tiny_physionet, tmp_path / "unused", fold=1, max_steps=1, val_every=1)
+    cfg.sampler = SamplerConfig(previous_mask_probs={"zero": 0.5, "noisy": 0.5})
+    path = cfg.save(tmp_path / "recipe.yaml")
+    res = CliRunner().invoke(
+        app, ["train", "--config", str(path), "--out", str(tmp_path / "run"), "--no-progress"]
+    )
+    assert res.exit_code == 0, res.output
+    saved = TrainConfig.load(tmp_path / "run" / "config.yaml")
+    assert saved.fold == 1 and saved.model_overrides == TINY
+    assert saved.sampler.previous_mask_probs == {"zero": 0.5, "noisy": 0.5}
+
+
+def test_previous_mask_probs_reach_the_sampler():
+    case = _prepared()
+    only_zero = SamplerConfig(previous_mask_probs={"zero": 1.0})
+    only_noisy = SamplerConfig(previous_mask_probs={"noisy": 1.0})
+    for step in range(4):
+        assert build_sample(case, only_zero, sample_rng(0, step), step)["info"]["prev_mode"] == (
+            "zero"
+        )
+        assert build_sample(case, only_noisy, sample_rng(0, step), step)["info"]["prev_mode"] == (
+            "noisy"
+        )

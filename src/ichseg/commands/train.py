@@ -39,9 +39,13 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="Run directory (checkpoints, log.csv)")] = Path(
             "runs/hpinet-lite"
         ),
-        model: Annotated[str, typer.Option(help="Registered model name")] = "hpinet",
-        preset: Annotated[str, typer.Option(help="Model preset: lite | paper")] = "lite",
-        fold: Annotated[int, typer.Option(help="Test fold (0-based)")] = 0,
+        model: Annotated[
+            str | None, typer.Option(help="Registered model name [default: hpinet]")
+        ] = None,
+        preset: Annotated[
+            str | None, typer.Option(help="Model preset: lite | paper [default: lite]")
+        ] = None,
+        fold: Annotated[int | None, typer.Option(help="Test fold (0-based) [default: 0]")] = None,
         all_folds: Annotated[bool, typer.Option("--cv", help="Run all folds")] = False,
         config: Annotated[Path | None, typer.Option(help="YAML training config")] = None,
         steps: Annotated[int | None, typer.Option(help="Maximum training steps")] = None,
@@ -50,7 +54,9 @@ def register(app: typer.Typer) -> None:
         patience: Annotated[int | None, typer.Option(help="Early-stop patience")] = None,
         amp: Annotated[bool, typer.Option(help="Mixed precision (bf16 CPU / fp16 GPU)")] = False,
         grad_checkpointing: Annotated[bool, typer.Option(help="Gradient checkpointing")] = False,
-        device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+        device: Annotated[
+            str | None, typer.Option(help="auto | cpu | cuda [default: auto]")
+        ] = None,
         threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
         seed: Annotated[int | None, typer.Option(help="Sampling seed")] = None,
         set_: Annotated[
@@ -66,6 +72,16 @@ def register(app: typer.Typer) -> None:
         ] = None,
         loss_preset: Annotated[
             str | None, typer.Option(help="paper | code (the authors' code: 4,5,1 Dice only)")
+        ] = None,
+        init: Annotated[
+            Path | None,
+            typer.Option(help="Warm start from a checkpoint/weights file (matching weights only)"),
+        ] = None,
+        splits_file: Annotated[
+            Path | None, typer.Option(help="Reuse this splits JSON (default: RUN/splits.json)")
+        ] = None,
+        cache_dir: Annotated[
+            Path | None, typer.Option(help="Prepared-case cache (default: RUN/cache)")
         ] = None,
         progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
     ) -> None:
@@ -93,6 +109,9 @@ def register(app: typer.Typer) -> None:
             "device": device,
             "num_threads": threads,
             "seed": seed,
+            "init_from": str(init) if init else None,
+            "splits_file": str(splits_file) if splits_file else None,
+            "cache_dir": str(cache_dir) if cache_dir else None,
         }
         values.update({k: v for k, v in cli.items() if v is not None})
         overrides = _parse_overrides(set_)

@@ -371,6 +371,8 @@ def load_method(spec: str, *, device: str = "cpu") -> tuple[str, MethodFactory]:
 
     * ``hpinet`` — ICH-HPINet with the shipped default weights;
     * ``hpinet:PATH`` — ICH-HPINet from a checkpoint written by ``ichseg train``/``save_model``;
+    * ``hpinet:PATH,KEY=VALUE,...`` or ``hpinet:KEY=VALUE,...`` — with
+      :class:`~ichseg.interaction.session.SessionConfig` overrides (e.g. ``vim_weight=0.3``);
     * ``random_walker`` or ``random_walker:beta=90,margin_mm=20`` — the classical baseline with
       :class:`~ichseg.interaction.random_walker.RandomWalkerConfig` overrides.
 
@@ -400,7 +402,17 @@ def load_method(spec: str, *, device: str = "cpu") -> tuple[str, MethodFactory]:
     if kind == "hpinet":
         from ichseg.interaction.session import InteractiveSession, SessionConfig
 
-        path = Path(arg.strip()) if arg.strip() else _default_weights()
+        items = [a.strip() for a in arg.split(",") if a.strip()]
+        paths = [a for a in items if "=" not in a]
+        if len(paths) > 1:
+            raise ConfigError(f"method {spec!r}: more than one weights path")
+        path = Path(paths[0]) if paths else _default_weights()
+        opts = _parse_options(",".join(a for a in items if "=" in a), spec)
+        try:
+            session_cfg = SessionConfig(**opts)
+        except TypeError as exc:
+            fields = ", ".join(SessionConfig.__dataclass_fields__)
+            raise ConfigError(f"method {spec!r}: {exc}; valid options: {fields}") from None
         from ichseg.models.registry import load_model
 
         model, _ = load_model(path)
@@ -408,7 +420,7 @@ def load_method(spec: str, *, device: str = "cpu") -> tuple[str, MethodFactory]:
         dev = _resolve_device(device)
 
         def factory() -> SessionLike:
-            return InteractiveSession(model, SessionConfig(), device=dev, weights_path=path)
+            return InteractiveSession(model, session_cfg, device=dev, weights_path=path)
 
         return label or "hpinet", factory
     raise ConfigError(

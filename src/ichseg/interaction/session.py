@@ -74,6 +74,8 @@ class SessionConfig:
     max_interaction_frames: int | None = 8  #: memory frames kept (most recent interactions)
     vim_weight: float = 0.0  #: final = (1-w)*propagated + w*VIM (0 = paper: propagated only)
     keep_unreached: bool = True  #: unreached slices keep the previous round's probability
+    previous_as_mask: bool = False  #: feed the previous round as a 0/1 mask (as in training)
+    feed_previous: bool = True  #: give the networks the previous round at all (False: zeros)
     click_radius: float = 2.0  #: click disc radius in canonical pixels
     scribble_width: float = 2.0  #: stroke width in canonical pixels
     key_batch: int = 16  #: slices per key-encoder batch in set_volume
@@ -235,7 +237,12 @@ class InteractiveSession:
         hints_canon = rasterize_prompts(prompts, canon_shape)
         hints = torch.from_numpy(self.grid.canonical_hints_to_model(hints_canon))[None]
         hints = hints.to(self.device)
-        prev = torch.from_numpy(prev_state.prob)[None, None].to(self.device)
+        prev_np = prev_state.prob
+        if cfg.previous_as_mask:
+            prev_np = (prev_np >= cfg.threshold).astype(np.float32)
+        if not cfg.feed_previous:
+            prev_np = np.zeros_like(prev_np)
+        prev = torch.from_numpy(prev_np)[None, None].to(self.device)
         timings["hints"] = time.perf_counter() - t
 
         vim_prob = None
@@ -258,7 +265,7 @@ class InteractiveSession:
             propagated = list(range(zdim))
         else:
             new_prob, propagated = self._propagate(
-                new_slices, interacted, memory, hints, prev, feats, timings
+                new_slices, interacted, memory, hints, prev, feats, timings, prev_state.prob
             )
             if vim_prob is not None and cfg.vim_weight > 0:
                 v = vim_prob.cpu().numpy()
@@ -299,6 +306,7 @@ class InteractiveSession:
         prev: torch.Tensor,
         feats: Any,
         timings: dict[str, float],
+        previous_prob: np.ndarray,
     ) -> tuple[np.ndarray, list[int]]:
         cfg, model = self.config, self.model
         zdim, s, _ = self.grid.model_shape
@@ -390,7 +398,7 @@ class InteractiveSession:
         new_prob = np.where(
             reached[:, None, None],
             out_sum / np.maximum(out_cnt, 1)[:, None, None],
-            prev[0, 0].cpu().numpy() if cfg.keep_unreached else 0.0,
+            previous_prob if cfg.keep_unreached else 0.0,
         ).astype(np.float32)
         return new_prob, sorted(propagated)
 

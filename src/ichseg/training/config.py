@@ -47,6 +47,7 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int | None = None
     cache_dir: str | None = None  #: where prepared cases are cached (default ``<out>/cache``)
+    init_from: str | None = None  #: warm start from matching weights of this checkpoint
 
     def validate(self) -> None:
         if not self.data:

@@ -95,6 +95,9 @@ class SamplerConfig:
     scribble_width: float = 2.0  #: stroke width in network pixels (1 px lines vanish)
     flip_prob: float = 0.5  #: left-right flip
     intensity_jitter: float = 0.05  #: multiplicative/additive jitter of the [0, 1] image
+    #: previous-round mask modes and their probabilities (None: ``DEFAULT_PREVIOUS_MASK_PROBS``);
+    #: e.g. ``{"zero": 0.3, "morphology": 0.15, "opening": 0.1, "z_shift": 0.15, "noisy": 0.3}``
+    previous_mask_probs: dict[str, float] | None = None
 
     def distance_limit(self, step: int) -> int:
         if self.curriculum_steps <= 0:
@@ -145,7 +148,9 @@ def build_sample(
         a = 1.0 + rng.uniform(-cfg.intensity_jitter, cfg.intensity_jitter)
         b = rng.uniform(-cfg.intensity_jitter, cfg.intensity_jitter)
         image = np.clip(image * a + b, 0.0, 1.0)
-    prev, prev_mode = synthesize_previous_mask(gt, rng, spacing_zyx=case.spacing_zyx)
+    prev, prev_mode = synthesize_previous_mask(
+        gt, rng, probs=cfg.previous_mask_probs, spacing_zyx=case.spacing_zyx
+    )
     r = int(rng.choice(positive))
     use_scribble = rng.random() < cfg.scribble_prob
     prompts = simulate_training_prompts(

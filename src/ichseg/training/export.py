@@ -12,6 +12,20 @@ import torch
 from ichseg.errors import InputFileError
 
 
+def training_seconds(logged: list[float]) -> float:
+    """Total training time from a log's ``seconds`` column, in file order.
+
+    Logs written before elapsed time was checkpointed restart at zero on every resume; each
+    drop starts a new segment whose last value is added to the total.
+    """
+    total, prev = 0.0, 0.0
+    for value in logged:
+        if value < prev:
+            total += prev
+        prev = value
+    return total + prev
+
+
 def export_weights(
     checkpoint: str | Path, out: str | Path, *, half: bool = False
 ) -> dict[str, Any]:
@@ -41,7 +55,8 @@ def export_weights(
             rows = list(csv.DictReader(fh))
         facts["log_rows"] = len(rows)
         secs = [float(r["seconds"]) for r in rows if r.get("seconds")]
-        facts["last_logged_seconds"] = max(secs) if secs else None
+        facts["last_logged_seconds"] = secs[-1] if secs else None
+        facts["training_seconds"] = training_seconds(secs) if secs else None
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import math
 import os
 import time
@@ -108,6 +109,7 @@ class Trainer:
         if self.dist.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.step = 0
+        self.elapsed = 0.0  #: training seconds before this process (restored on resume)
         self.best_val = -math.inf
         self.validations_without_improvement = 0
         self.history: list[dict[str, Any]] = []
@@ -168,6 +170,8 @@ class Trainer:
             )
         if (self.out / "last.pt").exists():
             self.load_checkpoint(self.out / "last.pt")
+        elif cfg.init_from:
+            self.init_weights(cfg.init_from)
         if self.dist.is_main:
             cfg.save(self.out / "config.yaml")
 
@@ -184,6 +188,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
+            "elapsed_seconds": self.elapsed_now(),
             "best_val": self.best_val,
             "validations_without_improvement": self.validations_without_improvement,
             "train_config": self.cfg.to_dict(),
@@ -202,8 +207,45 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed_seconds", 0.0))
         self.best_val = float(state["best_val"])
         self.validations_without_improvement = int(state["validations_without_improvement"])
+
+    def init_weights(self, path: str | Path) -> dict[str, int]:
+        """Warm start: copy every parameter whose name and shape match from a checkpoint or
+        weights file (e.g. a full model into an ablation variant that lacks some modules).
+
+        Optimizer state and step count start fresh. Returns ``{"loaded", "skipped", "new"}``.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--init {p}: file not found")
+        state = torch.load(p, map_location="cpu", weights_only=False)
+        source = state.get("state_dict") if isinstance(state, dict) else None
+        if not isinstance(source, dict):
+            raise ConfigError(f"--init {p}: not an ichseg checkpoint or weights file")
+        own = self.model.state_dict()
+        matched = {
+            k: v.to(own[k].dtype)
+            for k, v in source.items()
+            if k in own and tuple(v.shape) == tuple(own[k].shape)
+        }
+        if not matched:
+            raise ConfigError(f"--init {p}: no parameter matches this model ({self.cfg.preset})")
+        self.model.load_state_dict(matched, strict=False)
+        facts = {
+            "loaded": len(matched),
+            "skipped": len(source) - len(matched),
+            "new": len(own) - len(matched),
+        }
+        if self.dist.is_main:
+            (self.out / "init.json").write_text(json.dumps({"init_from": str(p), **facts}))
+        return facts
+
+    def elapsed_now(self) -> float:
+        """Training seconds so far, including earlier (resumed) processes."""
+        start = getattr(self, "_t0", None)
+        return self.elapsed + (time.perf_counter() - start if start is not None else 0.0)
 
     # ------------------------------------------------------------------ steps
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -301,7 +343,7 @@ class Trainer:
         if not hasattr(self, "model"):
             self.setup()
         cfg = self.cfg
-        t0 = time.perf_counter()
+        t0 = self._t0 = time.perf_counter()
         window: list[dict[str, float]] = []
         stopped_early = False
         for step in self._steps():
@@ -315,7 +357,7 @@ class Trainer:
                         "kind": "train",
                         **mean,
                         "lr": cfg.lr,
-                        "seconds": round(time.perf_counter() - t0, 2),
+                        "seconds": round(self.elapsed_now(), 2),
                     }
                 )
                 window = []
@@ -326,7 +368,7 @@ class Trainer:
                         "step": self.step,
                         "kind": "val",
                         **val,
-                        "seconds": round(time.perf_counter() - t0, 2),
+                        "seconds": round(self.elapsed_now(), 2),
                     }
                 )
                 if val["val_dice"] > self.best_val:
