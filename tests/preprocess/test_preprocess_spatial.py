@@ -161,3 +161,23 @@ def test_chain_undo_and_apply() -> None:
     assert probs.shape == img.shape and probs.dtype == np.float32
     with pytest.raises(GeometryError, match="chain break"):
         chain.add(pad_to_multiple(np.zeros((3, 3, 3)), 2))
+
+
+@pytest.mark.parametrize(
+    ("shape", "target"),
+    [((2, 7, 9), (None, 13, 4)), ((5, 6, 8), (10, 3, 16)), ((3, 16, 16), (None, 32, 32))],
+)
+def test_linear_resize_matches_scipy_reference(shape, target):
+    from scipy import ndimage
+
+    from ichseg.preprocess.spatial import resize
+
+    x = np.random.default_rng(1).random(shape).astype(np.float32)
+    out, _ = resize(x, target, order="linear")
+    full = tuple(s if t is None else t for s, t in zip(shape, target, strict=True))
+    scale = np.array(shape) / np.array(full)
+    ref = ndimage.affine_transform(
+        x, scale, offset=0.5 * scale - 0.5, output_shape=full, order=1, mode="nearest"
+    )
+    assert out.shape == full and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=1e-5)

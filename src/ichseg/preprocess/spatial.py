@@ -265,6 +265,29 @@ def _area_weights(n_in: int, n_out: int) -> np.ndarray:
     return overlap / overlap.sum(axis=1, keepdims=True)
 
 
+def _separable_linear(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Linear resize, one axis at a time (same sampling as the ``affine_transform`` path:
+    input index ``(o + 0.5) * n_in / n_out - 0.5``, edges repeated), several times faster."""
+    lead = array.ndim - len(shape)
+    out = np.asarray(array, dtype=np.float32)
+    for a, n_out in enumerate(shape):
+        ax = lead + a
+        n_in = out.shape[ax]
+        if n_in == n_out:
+            continue
+        src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        i0 = np.floor(src).astype(np.intp)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        w = (src - i0).astype(np.float32).reshape([n_out if d == ax else 1 for d in range(out.ndim)])
+        lo = np.take(out, i0, axis=ax)
+        hi = np.take(out, i1, axis=ax)
+        hi -= lo
+        hi *= w
+        lo += hi
+        out = lo
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
 def _resize_array(array: np.ndarray, shape: tuple[int, ...], order: int | str) -> np.ndarray:
     lead = array.ndim - len(shape)
     in_sp = array.shape[lead:]
@@ -280,6 +303,8 @@ def _resize_array(array: np.ndarray, shape: tuple[int, ...], order: int | str) -
                 np.tensordot(w, np.moveaxis(out, lead + a, 0), axes=(1, 0)), 0, lead + a
             )
         return np.ascontiguousarray(out, dtype=np.float32)
+    if order == 1:
+        return _separable_linear(array, shape)
     # voxel-centre aligned sampling: input index = (o + 0.5) * n_in / n_out - 0.5
     scale = np.ones(array.ndim)
     offset = np.zeros(array.ndim)
