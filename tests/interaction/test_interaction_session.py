@@ -220,3 +220,27 @@ def test_previous_round_fed_as_mask_or_probability(model, monkeypatch, as_mask):
         expected = (expected >= 0.5).float()
         assert set(torch.unique(prev).tolist()) <= {0.0, 1.0}
     assert torch.allclose(prev[:, 0], expected)
+
+
+@pytest.mark.parametrize("axcodes", ["LPS", "RAS"])
+def test_prompted_voxels_are_enforced_in_the_result(model, axcodes):
+    from ichseg.io.volume import to_canonical
+
+    vol, mask = phantom(axcodes)
+    s = InteractiveSession(model)
+    s.set_volume(vol)
+    canon, reo = to_canonical(vol)
+    gt = to_canonical(mask)[0].zyx()
+    z = int(np.argmax(gt.reshape(gt.shape[0], -1).sum(1)))
+    s.add_click(z, 2, 2, True, 1.0)  # a "positive" click far outside the lesion
+    s.add_click(z, 22, 14, False, 1.0)  # a "negative" click inside it
+    r = s.run_round()
+    marks = np.zeros(canon.zyx().shape, np.uint8)
+    marks[z, 2, 2], marks[z, 22, 14] = 1, 2
+    back = reo.undo(np.ascontiguousarray(marks.transpose(2, 1, 0)))
+    assert r.mask[back == 1].all() and r.probability[back == 1].min() == 1.0
+    assert not r.mask[back == 2].any() and r.probability[back == 2].max() == 0.0
+    off = InteractiveSession(model, SessionConfig(enforce_prompts=False))
+    off.set_volume(vol)
+    off.add_prompts(s.prompts)
+    assert off.run_round().probability[back == 1].max() < 1.0

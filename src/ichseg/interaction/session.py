@@ -76,6 +76,9 @@ class SessionConfig:
     keep_unreached: bool = True  #: unreached slices keep the previous round's probability
     previous_as_mask: bool = False  #: feed the previous round as a 0/1 mask (as in training)
     feed_previous: bool = True  #: give the networks the previous round at all (False: zeros)
+    enforce_prompts: bool = (
+        True  #: prompted voxels are hemorrhage (+) / background (-) in the result
+    )
     click_radius: float = 2.0  #: click disc radius in canonical pixels
     scribble_width: float = 2.0  #: stroke width in canonical pixels
     key_batch: int = 16  #: slices per key-encoder batch in set_volume
@@ -274,6 +277,13 @@ class InteractiveSession:
 
         t = time.perf_counter()
         prob_orig = self.grid.to_original(new_prob, order="linear").astype(np.float32)
+        if cfg.enforce_prompts:
+            # the user's own strokes win over the network, exactly at the voxels they painted
+            undo = self.grid.reorientation.undo
+            positive = undo(np.ascontiguousarray(hints_canon[0].transpose(2, 1, 0))) > 0
+            negative = undo(np.ascontiguousarray(hints_canon[1].transpose(2, 1, 0))) > 0
+            prob_orig[positive & ~negative] = 1.0
+            prob_orig[negative & ~positive] = 0.0
         mask_orig = (prob_orig >= cfg.threshold).astype(np.uint8)
         vol = self._require_volume()
         volume_ml = float(mask_orig.sum()) * vol.voxel_volume_ml

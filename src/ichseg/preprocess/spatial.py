@@ -278,7 +278,11 @@ def _separable_linear(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
         i0 = np.floor(src).astype(np.intp)
         i1 = np.minimum(i0 + 1, n_in - 1)
-        w = (src - i0).astype(np.float32).reshape([n_out if d == ax else 1 for d in range(out.ndim)])
+        w = (
+            (src - i0)
+            .astype(np.float32)
+            .reshape([n_out if d == ax else 1 for d in range(out.ndim)])
+        )
         lo = np.take(out, i0, axis=ax)
         hi = np.take(out, i1, axis=ax)
         hi -= lo
