@@ -78,3 +78,22 @@ def test_overlay_comparison_png(tmp_path: Path) -> None:
         P.plot_overlay_comparison(imgs, [gt[:, :, 0]], {}, tmp_path / "x.png", (0, 80))
     with pytest.raises(ConfigError):
         P.plot_overlay_comparison(imgs, [gt[:, :, k] for k in ks], {}, tmp_path / "x.png", (80, 0))
+
+
+def test_training_log_png_with_two_stages(tmp_path: Path) -> None:
+    rows = ["step,kind,loss,vsl,ssl,fcl,val_dice,val_vim_dice,lr,seconds"]
+    for s in range(10, 101, 10):
+        rows.append(f"{s},train,{3 - s / 50},0,0,0,,,0.001,{s}")
+        if s % 50 == 0:
+            rows.append(f"{s},val,,,,,{s / 200},0.1,,{s}")
+    (tmp_path / "a.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "b.csv").write_text("\n".join(rows) + "\n")
+    out = P.plot_training_log(
+        [("one", tmp_path / "a.csv"), ("two", tmp_path / "b.csv")], tmp_path / "curve.png"
+    )
+    assert _is_png(out)
+    with pytest.raises(ConfigError):
+        P.plot_training_log([("x", tmp_path / "missing.csv")], tmp_path / "x.png")
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match="not an ichseg training log"):
+        P.plot_training_log([("x", tmp_path / "bad.csv")], tmp_path / "x.png")

@@ -191,6 +191,12 @@ def test_cli_train_runs_a_fold(tiny_physionet, tmp_path):
     assert (saved.volume, saved.slice, saved.fcm, saved.dice, saved.ce) == (1, 3, 6, 1, 0)
     bad = CliRunner().invoke(app, [*args, "--loss-weights", "1,2"])
     assert bad.exit_code != 0
+    png = tmp_path / "curves.png"
+    res = CliRunner().invoke(
+        app, ["training-curves", f"run={tmp_path / 'run' / 'log.csv'}", "--out", str(png)]
+    )
+    assert res.exit_code == 0, res.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_export_weights_loads_for_inference(tiny_physionet, tmp_path):

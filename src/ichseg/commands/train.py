@@ -153,3 +153,19 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"{out}: {size_mb:.1f} MB, step {facts['step']}, best val Dice {facts['best_val_dice']}"
         )
+
+    @app.command("training-curves")
+    def curves_cmd(
+        logs: Annotated[
+            list[str], typer.Argument(help="log.csv files in order, optionally LABEL=PATH")
+        ],
+        out: Annotated[Path, typer.Option(help="Output PNG")],
+    ) -> None:
+        """Plot training loss and validation Dice of one run or consecutive stages."""
+        from ichseg.evaluation.plots import plot_training_log
+
+        stages = []
+        for n, item in enumerate(logs):
+            label, sep, path = item.partition("=")
+            stages.append((label, path) if sep else (f"stage {n + 1}", item))
+        typer.echo(str(plot_training_log(stages, out)))

@@ -199,3 +199,51 @@ def plot_overlay_comparison(
         if row_labels is not None:
             axes[r][0].set_ylabel(row_labels[r], fontsize=7)
     return _save(fig, out_png, dpi)
+
+
+def plot_training_log(
+    stages: Sequence[tuple[str, str | Path]],
+    out_png: str | Path,
+    *,
+    smooth: int = 10,
+    dpi: int = 150,
+) -> Path:
+    """Training loss (moving average of the logged means) and validation Dice against the step.
+
+    ``stages`` are ``(label, log.csv)`` pairs of consecutive runs (e.g. a warm-started second
+    stage); each stage's steps continue where the previous stage ended.
+    """
+    if not stages:
+        raise ConfigError("plot_training_log needs at least one (label, log.csv) stage")
+    fig, (ax_l, ax_v) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    offset = 0
+    for n, (label, path) in enumerate(stages):
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: training log not found")
+        log = pd.read_csv(p)
+        missing = {"step", "kind", "loss", "val_dice"} - set(log.columns)
+        if missing:
+            raise ConfigError(f"{p}: not an ichseg training log (missing {sorted(missing)})")
+        log = log.drop_duplicates(subset=["step", "kind"], keep="last")
+        train = log[log["kind"] == "train"].sort_values("step")
+        val = log[log["kind"] == "val"].sort_values("step")
+        color = _COLORS[n % len(_COLORS)]
+        if len(train):
+            loss = train["loss"].rolling(max(1, smooth), min_periods=1).mean()
+            ax_l.plot(train["step"] + offset, loss, color=color, label=label)
+        if len(val):
+            ax_v.plot(
+                val["step"] + offset, val["val_dice"], marker="o", ms=3, color=color, label=label
+            )
+        steps = pd.concat([train["step"], val["step"]])
+        offset += int(steps.max()) if len(steps) else 0
+    ax_l.set_xlabel("step")
+    ax_l.set_ylabel(f"training loss (moving mean of {smooth} logs)")
+    ax_v.set_xlabel("step")
+    ax_v.set_ylabel("validation Dice")
+    for ax in (ax_l, ax_v):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out_png, dpi)
