@@ -8,10 +8,14 @@
 #   TRAIN_DATA  `ichseg synth --out DIR --cases 300 --seed 1`
 #   SPLITS      the base run's splits.json (fold 0)
 #   TEST_DATA   `ichseg synth --out DIR --cases 24 --seed 4242` (never used for training)
+# Environment: ICHSEG (command), THREADS, CACHE (prepared-case cache), CONFIG (training YAML),
+#   ROUNDS (evaluation rounds, default 4).
 set -euo pipefail
 BASE=$1 DATA=$2 SPLITS=$3 TEST=$4 RUNS=$5 STEPS=${6:-150}
 ICHSEG=${ICHSEG:-ichseg}
 THREADS=${THREADS:-1}
+EXTRA=()
+if [[ -n "${CONFIG:-}" ]]; then EXTRA=(--config "$CONFIG"); fi  # e.g. the shipped recipe
 declare -A VARIANTS=(
   [full]=""
   [volume_pro]="--set propagation=volume"
@@ -24,7 +28,7 @@ ORDER=(full volume_pro slice_pro no_memory no_affinity no_fusion)
 methods=()
 for name in "${ORDER[@]}"; do
   # shellcheck disable=SC2086
-  $ICHSEG train --data "$DATA" --out "$RUNS/$name" --preset lite --fold 0 \
+  $ICHSEG train "${EXTRA[@]}" --data "$DATA" --out "$RUNS/$name" --preset lite --fold 0 \
     --splits-file "$SPLITS" --init "$BASE" --steps "$STEPS" --lr 3e-4 --val-every "$STEPS" \
     --cache-dir "${CACHE:-$RUNS/cache}" --threads "$THREADS" --seed 0 --no-progress \
     ${VARIANTS[$name]}
