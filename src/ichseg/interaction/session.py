@@ -276,14 +276,16 @@ class InteractiveSession:
         new_prob = np.clip(new_prob, 0.0, 1.0).astype(np.float32)
 
         t = time.perf_counter()
-        prob_orig = self.grid.to_original(new_prob, order="linear").astype(np.float32)
+        canon = self.grid.to_canonical_zyx(new_prob, order="linear")  # (Z, Y, X) float32
         if cfg.enforce_prompts:
             # the user's own strokes win over the network, exactly at the voxels they painted
-            undo = self.grid.reorientation.undo
-            positive = undo(np.ascontiguousarray(hints_canon[0].transpose(2, 1, 0))) > 0
-            negative = undo(np.ascontiguousarray(hints_canon[1].transpose(2, 1, 0))) > 0
-            prob_orig[positive & ~negative] = 1.0
-            prob_orig[negative & ~positive] = 0.0
+            for z in sorted({p.z for p in prompts}):
+                positive, negative = hints_canon[0, z] > 0, hints_canon[1, z] > 0
+                canon[z][positive & ~negative] = 1.0
+                canon[z][negative & ~positive] = 0.0
+        prob_orig = self.grid.reorientation.undo(canon.transpose(2, 1, 0)).astype(
+            np.float32, copy=False
+        )
         mask_orig = (prob_orig >= cfg.threshold).astype(np.uint8)
         vol = self._require_volume()
         volume_ml = float(mask_orig.sum()) * vol.voxel_volume_ml
