@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +133,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/sim_prompt_response.py " + " ".join(
-        [f"--data {args.data}", *(f"--weights {w}" for w in args.weights), f"--cases {args.cases}"]
+        [
+            f"--data {shlex.quote(args.data)}",
+            *(f"--weights {shlex.quote(w)}" for w in args.weights),
+            f"--cases {args.cases}",
+        ]
     )
     (out / "results.json").write_text(
         json.dumps({"command": command, "cases": used, "results": results}, indent=1)
@@ -143,7 +148,8 @@ def main() -> None:
         f"```bash\n{command}\n```",
         "",
         f"Cases ({len(used)}): {', '.join(used)}. Largest hemorrhage slice of each; mean over "
-        "cases. `area` = predicted area / GT area (ideal: 0 for `neg`, 1 otherwise).",
+        "cases. `area` = predicted area / GT area (1 is ideal; a model that reads negative strokes "
+        "literally gives 0 for `neg`).",
         "",
         "| weights | " + " | ".join(f"{c}: area / Dice" for c in CONDITIONS) + " |",
         "|---|" + "---|" * len(CONDITIONS),
