@@ -199,7 +199,7 @@ def test_probability_is_float_and_in_range(model):
 @pytest.mark.parametrize("as_mask", [False, True])
 def test_previous_round_fed_as_mask_or_probability(model, monkeypatch, as_mask):
     vol, mask = phantom()
-    s = InteractiveSession(model, SessionConfig(previous_as_mask=as_mask))
+    s = InteractiveSession(model, SessionConfig(previous_as_mask=as_mask, feed_previous=True))
     s.set_volume(vol)
     sc = lesion_scribble(s, mask)
     s.add_prompt(sc)
@@ -244,3 +244,25 @@ def test_prompted_voxels_are_enforced_in_the_result(model, axcodes):
     off.set_volume(vol)
     off.add_prompts(s.prompts)
     assert off.run_round().probability[back == 1].max() < 1.0
+
+
+def test_previous_round_not_fed_by_default(model, monkeypatch):
+    vol, mask = phantom()
+    s = InteractiveSession(model)
+    assert s.config.feed_previous is False
+    s.set_volume(vol)
+    sc = lesion_scribble(s, mask)
+    s.add_prompt(sc)
+    s.run_round()
+    seen = []
+    real = model.run_sim
+
+    def spy(image, hints, prev):
+        seen.append(prev.detach().clone())
+        return real(image, hints, prev)
+
+    monkeypatch.setattr(model, "run_sim", spy)
+    s.add_prompt(sc)
+    s.run_round()
+    assert s._states[1].prob[sc.z].max() > 0  # there was a previous round to feed
+    assert float(seen[0].abs().max()) == 0.0
