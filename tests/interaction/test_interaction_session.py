@@ -196,10 +196,10 @@ def test_probability_is_float_and_in_range(model):
     assert p.intensity != Intensity.label()
 
 
-@pytest.mark.parametrize("as_mask", [False, True])
-def test_previous_round_fed_as_mask_or_probability(model, monkeypatch, as_mask):
+def _previous_seen_by_sim(model, monkeypatch, config):
+    """Run two rounds; return the session and the previous-mask input the SIM got in round 2."""
     vol, mask = phantom()
-    s = InteractiveSession(model, SessionConfig(previous_as_mask=as_mask, feed_previous=True))
+    s = InteractiveSession(model, config)
     s.set_volume(vol)
     sc = lesion_scribble(s, mask)
     s.add_prompt(sc)
@@ -214,8 +214,14 @@ def test_previous_round_fed_as_mask_or_probability(model, monkeypatch, as_mask):
     monkeypatch.setattr(model, "run_sim", spy)
     s.add_prompt(sc)
     s.run_round()
-    prev = seen[0]
-    expected = torch.from_numpy(s._states[1].prob[[sc.z]])  # round-1 probability on the slice
+    return s, sc.z, seen[0]
+
+
+@pytest.mark.parametrize("as_mask", [False, True])
+def test_previous_round_fed_as_mask_or_probability(model, monkeypatch, as_mask):
+    cfg = SessionConfig(previous_as_mask=as_mask, feed_previous=True)
+    s, z, prev = _previous_seen_by_sim(model, monkeypatch, cfg)
+    expected = torch.from_numpy(s._states[1].prob[[z]])  # round-1 probability on the slice
     if as_mask:
         expected = (expected >= 0.5).float()
         assert set(torch.unique(prev).tolist()) <= {0.0, 1.0}
@@ -247,22 +253,7 @@ def test_prompted_voxels_are_enforced_in_the_result(model, axcodes):
 
 
 def test_previous_round_not_fed_by_default(model, monkeypatch):
-    vol, mask = phantom()
-    s = InteractiveSession(model)
-    assert s.config.feed_previous is False
-    s.set_volume(vol)
-    sc = lesion_scribble(s, mask)
-    s.add_prompt(sc)
-    s.run_round()
-    seen = []
-    real = model.run_sim
-
-    def spy(image, hints, prev):
-        seen.append(prev.detach().clone())
-        return real(image, hints, prev)
-
-    monkeypatch.setattr(model, "run_sim", spy)
-    s.add_prompt(sc)
-    s.run_round()
-    assert s._states[1].prob[sc.z].max() > 0  # there was a previous round to feed
-    assert float(seen[0].abs().max()) == 0.0
+    assert SessionConfig().feed_previous is False
+    s, z, prev = _previous_seen_by_sim(model, monkeypatch, SessionConfig())
+    assert s._states[1].prob[z].max() > 0  # there was a previous round to feed
+    assert float(prev.abs().max()) == 0.0
