@@ -15,6 +15,7 @@ A training sample follows the paper (and fixes the authors' code, reference note
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,8 @@ def prepare_case(
     prepared = PreparedCase(case.case_id, image, mask, grid.spacing_zyx)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
+        # one temporary file per process: DDP ranks may prepare the same case at once
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
         np.savez_compressed(
             tmp, image=image.astype(np.float16), mask=mask, spacing=np.array(grid.spacing_zyx)
         )
