@@ -257,3 +257,17 @@ def test_previous_round_not_fed_by_default(model, monkeypatch):
     s, z, prev = _previous_seen_by_sim(model, monkeypatch, SessionConfig())
     assert s._states[1].prob[z].max() > 0  # there was a previous round to feed
     assert float(prev.abs().max()) == 0.0
+
+
+def test_old_logs_get_the_behaviour_they_were_made_with():
+    from dataclasses import asdict
+
+    from ichseg.interaction.session import session_config_from_log
+
+    old = asdict(SessionConfig())
+    for key in ("previous_as_mask", "feed_previous", "enforce_prompts"):
+        old.pop(key)  # a log written before these options existed
+    cfg = session_config_from_log(old)
+    assert cfg.feed_previous is True and cfg.enforce_prompts is False
+    new = session_config_from_log(asdict(SessionConfig()))
+    assert new == SessionConfig()

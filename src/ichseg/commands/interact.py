@@ -82,9 +82,9 @@ def register(app: typer.Typer) -> None:
         """Replay an interaction log and write the mask it produces (checks logged volumes)."""
         from ichseg.interaction.session import (
             InteractiveSession,
-            SessionConfig,
             read_log,
             replay_events,
+            session_config_from_log,
         )
         from ichseg.io.reader import save_mask
         from ichseg.models.pretrained import load_weights
@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
         )
         model, wpath = load_weights(wpath)
         session = InteractiveSession(
-            model, SessionConfig(**data["session_config"]), weights_path=wpath
+            model, session_config_from_log(data["session_config"]), weights_path=wpath
         )
         replay_events(session, data, _load_scan(scan_path, input_window))
         logged = [r["volume_ml"] for r in data.get("rounds", [])]

@@ -80,12 +80,25 @@ class SessionConfig:
     #: the held-out synthetic scans after 8 rounds is 0.761 instead of 0.674
     #: (benchmarks/results/plateau.md). Interaction memory is kept either way.
     feed_previous: bool = False
-    enforce_prompts: bool = (
-        True  #: prompted voxels are hemorrhage (+) / background (-) in the result
-    )
+    #: prompted voxels are hemorrhage (+) / background (-) in the result
+    enforce_prompts: bool = True
     click_radius: float = 2.0  #: click disc radius in canonical pixels
     scribble_width: float = 2.0  #: stroke width in canonical pixels
     key_batch: int = 16  #: slices per key-encoder batch in set_volume
+
+
+#: Values of options added after the first release, for logs that do not record them (so an old
+#: log replays exactly as it was made).
+LEGACY_SESSION_DEFAULTS: dict[str, Any] = {
+    "previous_as_mask": False,
+    "feed_previous": True,
+    "enforce_prompts": False,
+}
+
+
+def session_config_from_log(data: dict[str, Any]) -> SessionConfig:
+    """The :class:`SessionConfig` recorded in a log (legacy values for options it predates)."""
+    return SessionConfig(**{**LEGACY_SESSION_DEFAULTS, **data})
 
 
 @dataclass
@@ -287,9 +300,7 @@ class InteractiveSession:
                 positive, negative = hints_canon[0, z] > 0, hints_canon[1, z] > 0
                 canon[z][positive & ~negative] = 1.0
                 canon[z][negative & ~positive] = 0.0
-        prob_orig = self.grid.reorientation.undo(canon.transpose(2, 1, 0)).astype(
-            np.float32, copy=False
-        )
+        prob_orig = self.grid.canonical_to_original(canon).astype(np.float32, copy=False)
         mask_orig = (prob_orig >= cfg.threshold).astype(np.uint8)
         vol = self._require_volume()
         volume_ml = float(mask_orig.sum()) * vol.voxel_volume_ml

@@ -49,8 +49,13 @@ class ModelGrid:
 
     def to_original(self, array_zyx: np.ndarray, order: str = "linear") -> np.ndarray:
         """Network-grid ``(Z, S, S)`` array -> array on the ORIGINAL ``(i, j, k)`` voxel grid."""
-        canon_zyx = self.to_canonical_zyx(array_zyx, order=order)
-        return self.reorientation.undo(np.ascontiguousarray(canon_zyx.transpose(2, 1, 0)))
+        return self.canonical_to_original(self.to_canonical_zyx(array_zyx, order=order))
+
+    def canonical_to_original(self, canon_zyx: np.ndarray) -> np.ndarray:
+        """Canonical ``(Z, Y, X)`` array -> the ORIGINAL ``(i, j, k)`` voxel grid (exact)."""
+        return self.reorientation.undo(
+            np.ascontiguousarray(np.asarray(canon_zyx).transpose(2, 1, 0))
+        )
 
     def mask_to_original(self, prob_zyx: np.ndarray, threshold: float = 0.5) -> np.ndarray:
         """Threshold a network-grid probability map after mapping it back (smooth edges)."""
