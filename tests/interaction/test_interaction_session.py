@@ -103,6 +103,23 @@ def test_stop_rules_limit_propagation(model):
     assert set(r2.propagated_slices) == set(range(12)) - {sc.z, sc.z + 3}
 
 
+def test_correction_rounds_update_only_near_the_corrected_slice(model):
+    vol, mask = phantom(depth=16)
+    sc = lesion_scribble(None, mask)
+    s = InteractiveSession(model, SessionConfig(stop_after_empty=99, correction_max_distance=1))
+    s.set_volume(vol)
+    s.add_prompt(sc)
+    r1 = s.run_round()  # the first round is not a correction: chains run to both ends
+    assert set(r1.propagated_slices) == set(range(16)) - {sc.z}
+    z2 = sc.z + 4
+    s.add_click(z2, sc.points[0][0], sc.points[0][1], False)
+    r2 = s.run_round()
+    assert r2.propagated_slices == [z2 - 1, z2 + 1]
+    far = [z for z in range(16) if abs(z - z2) > 1 and z != sc.z]
+    # slices beyond the limit keep the previous round exactly (original axis 2 = slices)
+    np.testing.assert_array_equal(r2.probability[:, :, far], r1.probability[:, :, far])
+
+
 def test_prompts_accumulate_and_memory_grows(model):
     vol, mask = phantom()
     s = InteractiveSession(model)

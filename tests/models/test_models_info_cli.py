@@ -83,3 +83,34 @@ def test_info_command_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> N
         main(["info", "--preset", "lite", "--input", "32x256"])
     assert exc.value.code == 2
     assert "DxHxW" in capsys.readouterr().err
+
+
+def test_info_train_memory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ichseg.training.memory as memory
+
+    calls: list[tuple] = []
+
+    def fake_estimate(preset: str, **kw: object) -> memory.MemoryEstimate:
+        calls.append((preset, kw))
+        return memory.MemoryEstimate(
+            preset, (8, 32, 32), 2, False, True, True, 0.5, 0.25, 1.0, 2.0, 0.25, 4.0, 0.1
+        )
+
+    monkeypatch.setattr(memory, "estimate_training_memory", fake_estimate)
+    register_commands()
+    res = CliRunner().invoke(
+        app, ["info", "--preset", "lite", "--input", "8x32x32", "--train-memory", "--no-amp"]
+    )
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "peak 4.00 GiB" in out and "amp=False" in out and "Adam state 1.00" in out
+    assert calls == [("lite", {"amp": False, "checkpointing": True, "depth": 8, "slice_size": 32})]
+    ckpt = save_model(build_model("hpinet", "lite", **TINY), tmp_path / "tiny.pt")
+    for args in (["--weights", str(ckpt)], ["--preset", "lite", "--input", "8x32x48"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["info", *args, "--train-memory"])
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--weights" in err and "square" in err

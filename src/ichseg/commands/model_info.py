@@ -20,12 +20,24 @@ def register(app: typer.Typer) -> None:
         weights: Path | None = typer.Option(
             None, "--weights", help="Checkpoint to describe instead of a preset."
         ),
+        train_memory: bool = typer.Option(
+            False,
+            "--train-memory",
+            help="Also estimate the peak memory of one training step (fake tensors, no compute).",
+        ),
+        amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision (--train-memory)."),
+        checkpointing: bool = typer.Option(
+            True,
+            "--checkpointing/--no-checkpointing",
+            help="Activation checkpointing (--train-memory).",
+        ),
     ) -> None:
         """Print per-module parameters and GFLOPs (counted on the meta device, no compute)."""
         import torch
         from rich.console import Console
         from rich.table import Table
 
+        from ichseg.errors import ConfigError
         from ichseg.models.flops import model_cost, parse_input_size
         from ichseg.models.registry import build_model, load_model, model_config_dict
 
@@ -45,6 +57,10 @@ def register(app: typer.Typer) -> None:
             dhw = (int(cfg["default_depth"]), int(cfg["slice_size"]), int(cfg["slice_size"]))
         else:
             dhw = parse_input_size("32x256x256")
+        if train_memory and (model_name != "hpinet" or weights is not None):
+            raise ConfigError("--train-memory is available for hpinet presets (not --weights)")
+        if train_memory and dhw[1] != dhw[2]:
+            raise ConfigError(f"--train-memory needs square slices, got {dhw[1]}x{dhw[2]}")
         report = model_cost(net, dhw, model_name)
 
         def fmt_m(n: float | None) -> str:
@@ -99,3 +115,34 @@ def register(app: typer.Typer) -> None:
             console.print("config: " + ", ".join(switches))
         for note in report.notes:
             console.print(f"- {note}")
+        if train_memory:
+            _print_train_memory(console, preset, dhw, amp, checkpointing)
+
+
+def _print_train_memory(
+    console: object,
+    preset: str,
+    dhw: tuple[int, int, int],
+    amp: bool,
+    checkpointing: bool,
+) -> None:
+    from ichseg.training.memory import estimate_training_memory
+
+    est = estimate_training_memory(
+        preset, amp=amp, checkpointing=checkpointing, depth=dhw[0], slice_size=dhw[1]
+    )
+    parts = ", ".join(
+        f"{name} {value:.2f}"
+        for name, value in (
+            ("parameters", est.parameters_gib),
+            ("gradients", est.gradients_gib),
+            ("Adam state", est.optimizer_gib),
+            ("activations", est.activations_gib),
+            ("temporaries", est.temporaries_gib),
+        )
+    )
+    console.print(  # type: ignore[attr-defined]
+        f"training step memory (batch 1, {est.targets} targets, amp={amp}, "
+        f"checkpointing={checkpointing}): peak {est.peak_gib:.2f} GiB of tensors ({parts} GiB); "
+        "an estimate without the device: add 10-30 % for the CUDA allocator and cuDNN workspaces"
+    )

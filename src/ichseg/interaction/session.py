@@ -70,6 +70,9 @@ class SessionConfig:
     threshold: float = 0.5  #: probability -> mask
     stop_after_empty: int = 1  #: stop a chain after this many consecutive empty slices
     max_distance: int | None = None  #: stop a chain this many slices from its start
+    #: in correction rounds (every round after the first) stop chains this many slices from the
+    #: corrected slice; slices further away keep the previous round (None: as ``max_distance``)
+    correction_max_distance: int | None = None
     stop_at_interacted: bool = True  #: stop a chain at a slice the user prompted
     max_interaction_frames: int | None = 8  #: memory frames kept (most recent interactions)
     vim_weight: float = 0.0  #: final = (1-w)*propagated + w*VIM (0 = paper: propagated only)
@@ -284,8 +287,19 @@ class InteractiveSession:
             new_prob = vim_prob.cpu().numpy().astype(np.float32)
             propagated = list(range(zdim))
         else:
+            max_distance = cfg.max_distance
+            if prev_state.result is not None and cfg.correction_max_distance is not None:
+                max_distance = cfg.correction_max_distance
             new_prob, propagated = self._propagate(
-                new_slices, interacted, memory, hints, prev, feats, timings, prev_state.prob
+                new_slices,
+                interacted,
+                memory,
+                hints,
+                prev,
+                feats,
+                timings,
+                prev_state.prob,
+                max_distance,
             )
             if vim_prob is not None and cfg.vim_weight > 0:
                 v = vim_prob.cpu().numpy()
@@ -334,6 +348,7 @@ class InteractiveSession:
         feats: Any,
         timings: dict[str, float],
         previous_prob: np.ndarray,
+        max_distance: int | None,
     ) -> tuple[np.ndarray, list[int]]:
         cfg, model = self.config, self.model
         zdim, s, _ = self.grid.model_shape
@@ -387,7 +402,7 @@ class InteractiveSession:
                     continue
                 if c["empty"] >= cfg.stop_after_empty:
                     continue
-                if cfg.max_distance is not None and c["dist"] >= cfg.max_distance:
+                if max_distance is not None and c["dist"] >= max_distance:
                     continue
                 active.append(c)
             if not active:
