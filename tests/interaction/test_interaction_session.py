@@ -120,6 +120,37 @@ def test_correction_rounds_update_only_near_the_corrected_slice(model):
     np.testing.assert_array_equal(r2.probability[:, :, far], r1.probability[:, :, far])
 
 
+def test_stroke_refinement_runs_on_prompted_slices_in_network_pixels(model, monkeypatch):
+    import ichseg.interaction.stroke_refine as stroke_refine
+
+    calls = []
+
+    def spy(image, prob, positive, negative, *, radius, beta):
+        calls.append((image.shape, bool(positive.any()), bool(negative.any()), radius, beta))
+        return np.zeros_like(prob)
+
+    monkeypatch.setattr(stroke_refine, "refine_slice", spy)
+    vol, mask = phantom()
+    sc = lesion_scribble(None, mask)
+    plain = InteractiveSession(model)
+    plain.set_volume(vol)
+    plain.add_prompt(sc)
+    plain.run_round()
+    assert calls == []  # off by default
+    s = InteractiveSession(model, SessionConfig(stroke_radius_mm=3.0, stroke_beta=100.0))
+    s.set_volume(vol)
+    s.add_prompt(sc)
+    s.add_click(sc.z + 2, 3, 3, False)
+    r = s.run_round()
+    spacing = min(s.grid.spacing_zyx[1:])
+    assert calls == [
+        ((32, 32), True, False, 3.0 / spacing, 100.0),
+        ((32, 32), False, True, 3.0 / spacing, 100.0),
+    ]
+    # the refined (here: emptied) slices are what the round reports, strokes still enforced
+    assert r.mask[:, :, sc.z + 2].sum() == 0
+
+
 def test_prompts_accumulate_and_memory_grows(model):
     vol, mask = phantom()
     s = InteractiveSession(model)

@@ -83,6 +83,13 @@ class SessionConfig:
     #: the held-out synthetic scans after 8 rounds is 0.761 instead of 0.674
     #: (benchmarks/results/plateau.md). Interaction memory is kept either way.
     feed_previous: bool = False
+    #: give only the SIM the previous round on the corrected slices (the VIM gets zeros)
+    feed_previous_sim: bool = False
+    #: re-decide the prompted slices' pixels within this many mm of a stroke with a 2D random
+    #: walker seeded by the strokes and the network's answer elsewhere (0 = off;
+    #: :mod:`ichseg.interaction.stroke_refine`)
+    stroke_radius_mm: float = 0.0
+    stroke_beta: float = 600.0  #: random-walker edge sensitivity of the stroke refinement
     #: prompted voxels are hemorrhage (+) / background (-) in the result
     enforce_prompts: bool = True
     click_radius: float = 2.0  #: click disc radius in canonical pixels
@@ -263,9 +270,12 @@ class InteractiveSession:
         prev_np = prev_state.prob
         if cfg.previous_as_mask:
             prev_np = (prev_np >= cfg.threshold).astype(np.float32)
+        prev_sim = torch.from_numpy(prev_np)[None, None].to(self.device)
         if not cfg.feed_previous:
             prev_np = np.zeros_like(prev_np)
         prev = torch.from_numpy(prev_np)[None, None].to(self.device)
+        if not (cfg.feed_previous or cfg.feed_previous_sim):
+            prev_sim = prev
         timings["hints"] = time.perf_counter() - t
 
         vim_prob = None
@@ -295,7 +305,7 @@ class InteractiveSession:
                 interacted,
                 memory,
                 hints,
-                prev,
+                prev_sim,
                 feats,
                 timings,
                 prev_state.prob,
@@ -338,6 +348,26 @@ class InteractiveSession:
         self._events.append({"op": "run_round", "volume_ml": round(volume_ml, 4)})
         return result
 
+    def _refine_with_strokes(
+        self, prob: torch.Tensor, images: torch.Tensor, hints: torch.Tensor
+    ) -> torch.Tensor:
+        """:func:`refine_slice` on each prompted slice: ``prob`` (N,1,S,S), ``images`` (N,S,S),
+        ``hints`` (2,N,S,S) in the network grid."""
+        from ichseg.interaction.stroke_refine import refine_slice
+
+        cfg = self.config
+        radius = cfg.stroke_radius_mm / min(self.grid.spacing_zyx[1:])
+        p = prob[:, 0].cpu().numpy()
+        img = images.cpu().numpy()
+        h = hints.cpu().numpy() > 0
+        out = np.stack(
+            [
+                refine_slice(img[n], p[n], h[0, n], h[1, n], radius=radius, beta=cfg.stroke_beta)
+                for n in range(p.shape[0])
+            ]
+        )
+        return torch.from_numpy(out)[:, None].to(prob.device)
+
     def _propagate(
         self,
         new_slices: list[int],
@@ -363,6 +393,8 @@ class InteractiveSession:
             image[idx][:, None], hints[0][:, idx].transpose(0, 1), prev[0, 0][idx][:, None]
         )
         sim_prob = torch.sigmoid(sim_logits)  # (N,1,S,S)
+        if cfg.stroke_radius_mm > 0:
+            sim_prob = self._refine_with_strokes(sim_prob, image[idx], hints[0][:, idx])
         keys_new = self.keys.index(new_slices)
         values_new = model.encode_value(image[idx][:, None], sim_prob, keys_new)
         for n, z in enumerate(new_slices):
