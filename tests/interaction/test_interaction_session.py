@@ -310,12 +310,14 @@ def test_previous_round_not_fed_by_default(model, monkeypatch):
 def test_old_logs_get_the_behaviour_they_were_made_with():
     from dataclasses import asdict
 
-    from ichseg.interaction.session import session_config_from_log
+    from ichseg.interaction.session import LEGACY_SESSION_DEFAULTS, session_config_from_log
 
     old = asdict(SessionConfig())
-    for key in ("previous_as_mask", "feed_previous", "enforce_prompts"):
+    for key in LEGACY_SESSION_DEFAULTS:
         old.pop(key)  # a log written before these options existed
     cfg = session_config_from_log(old)
     assert cfg.feed_previous is True and cfg.enforce_prompts is False
+    assert cfg.stroke_radius_mm == 0.0 and cfg.feed_previous_sim is False
+    assert set(LEGACY_SESSION_DEFAULTS) <= set(asdict(SessionConfig()))
     new = session_config_from_log(asdict(SessionConfig()))
     assert new == SessionConfig()

@@ -150,6 +150,27 @@ def test_resume_reproduces_uninterrupted_run(tiny_physionet, tmp_path):
     assert (tmp_path / "part" / "best.pt").exists() and (tmp_path / "part" / "log.csv").exists()
 
 
+def test_resume_after_a_kill_logs_each_step_once(tiny_physionet, tmp_path):
+    import csv
+
+    run = tmp_path / "killed"
+    Trainer(tiny_cfg(tiny_physionet, run, max_steps=3), progress=False).run()
+    log = run / "log.csv"
+    with log.open() as fh:
+        rows = list(csv.DictReader(fh))
+    # the killed process had logged step 4 after its last checkpoint (step 3)
+    with log.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writerow({**rows[-1], "step": "4", "kind": "train", "loss": "99"})
+    Trainer(tiny_cfg(tiny_physionet, run, max_steps=5), progress=False).run()
+    with log.open() as fh:
+        again = [(r["step"], r["kind"]) for r in csv.DictReader(fh)]
+    assert len(again) == len(set(again))
+    assert ("4", "train") in again and ("5", "train") in again
+    with log.open() as fh:
+        assert "99" not in [r["loss"] for r in csv.DictReader(fh)]
+
+
 def test_config_yaml_round_trip_and_errors(tmp_path):
     cfg = tiny_cfg(Path("d"), tmp_path, loss=LossWeights.preset("code"))
     path = cfg.save(tmp_path / "c.yaml")

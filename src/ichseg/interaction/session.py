@@ -103,6 +103,10 @@ LEGACY_SESSION_DEFAULTS: dict[str, Any] = {
     "previous_as_mask": False,
     "feed_previous": True,
     "enforce_prompts": False,
+    "correction_max_distance": None,
+    "feed_previous_sim": False,
+    "stroke_radius_mm": 0.0,
+    "stroke_beta": 600.0,
 }
 
 

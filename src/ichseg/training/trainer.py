@@ -170,6 +170,8 @@ class Trainer:
             )
         if (self.out / "last.pt").exists():
             self.load_checkpoint(self.out / "last.pt")
+            if self.dist.is_main:
+                self._truncate_log(self.step)
         elif cfg.init_from:
             self.init_weights(cfg.init_from)
         if self.dist.is_main:
@@ -317,6 +319,24 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------ loop
+    def _truncate_log(self, step: int) -> None:
+        """Drop log rows after ``step``: a killed run logged them after its last checkpoint and
+        the resumed run logs those steps again."""
+        path = self.out / "log.csv"
+        if not path.exists():
+            return
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        keep = [r for r in rows if not r.get("step") or int(r["step"]) <= step]
+        if len(keep) == len(rows):
+            return
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({k: r.get(k, "") for k in LOG_FIELDS} for r in keep)
+        os.replace(tmp, path)
+
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
         if not self.dist.is_main:
