@@ -132,11 +132,12 @@ def test_stroke_refinement_runs_on_prompted_slices_in_network_pixels(model, monk
     monkeypatch.setattr(stroke_refine, "refine_slice", spy)
     vol, mask = phantom()
     sc = lesion_scribble(None, mask)
-    plain = InteractiveSession(model)
+    assert SessionConfig().stroke_radius_mm == 10.0
+    plain = InteractiveSession(model, SessionConfig(stroke_radius_mm=0.0))
     plain.set_volume(vol)
     plain.add_prompt(sc)
     plain.run_round()
-    assert calls == []  # off by default
+    assert calls == []  # 0 switches it off
     s = InteractiveSession(model, SessionConfig(stroke_radius_mm=3.0, stroke_beta=100.0))
     s.set_volume(vol)
     s.add_prompt(sc)

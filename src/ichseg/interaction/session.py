@@ -18,9 +18,13 @@ One round (Algorithm 1, with the fixes of the reference notes §8):
 
 1. all prompts so far (they accumulate across rounds) are rasterised into 2-channel hint maps;
 2. the VIM segments the whole scan from {image, hints, previous-round probability} (every
-   round, round 1 included) and yields the 3D features;
-3. the SIM segments every slice that received new prompts; each becomes an interaction memory
-   frame (key cached per volume, value from the SIM mask);
+   round, round 1 included) and yields the 3D features (the previous round is fed only with
+   ``feed_previous=True``, off by default);
+3. the SIM segments every slice that received new prompts; by default (``stroke_radius_mm``,
+   not in the paper) the pixels within 10 mm of a stroke are then re-decided by a 2D random
+   walker seeded by the strokes and the SIM's answer elsewhere, so a correction moves the
+   boundary to the nearest image edge instead of fixing only the painted pixels; each slice
+   becomes an interaction memory frame (key cached per volume, value from that mask);
 4. from every newly interacted slice, propagation runs outward in both directions, slice by
    slice: the memory is all interaction frames plus the adjacent already-predicted slice, the
    FCM supplies that slice's 3D features, the MPFFM decodes the mask. All chains advance in
@@ -87,8 +91,9 @@ class SessionConfig:
     feed_previous_sim: bool = False
     #: re-decide the prompted slices' pixels within this many mm of a stroke with a 2D random
     #: walker seeded by the strokes and the network's answer elsewhere (0 = off;
-    #: :mod:`ichseg.interaction.stroke_refine`)
-    stroke_radius_mm: float = 0.0
+    #: :mod:`ichseg.interaction.stroke_refine`). 10 mm was chosen on 23 synthetic validation
+    #: scans (seed 777, never used for training or testing): benchmarks/results/plateau.md §7
+    stroke_radius_mm: float = 10.0
     stroke_beta: float = 600.0  #: random-walker edge sensitivity of the stroke refinement
     #: prompted voxels are hemorrhage (+) / background (-) in the result
     enforce_prompts: bool = True
