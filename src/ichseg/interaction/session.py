@@ -83,8 +83,8 @@ class SessionConfig:
     keep_unreached: bool = True  #: unreached slices keep the previous round's probability
     previous_as_mask: bool = False  #: feed the previous round as a 0/1 mask (as in training)
     #: give the networks the previous round's result (the paper's Algorithm 1). Off by default:
-    #: the shipped weights grow any previous mask they are given, and without it the mean Dice on
-    #: the held-out synthetic scans after 8 rounds is 0.761 instead of 0.674
+    #: the weights grow any previous mask they are given; with the step-2850 weights the mean Dice
+    #: on the held-out synthetic scans after 8 rounds was 0.761 without, 0.674 with it
     #: (benchmarks/results/plateau.md). Interaction memory is kept either way.
     feed_previous: bool = False
     #: give only the SIM the previous round on the corrected slices (the VIM gets zeros)
