@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ichseg.errors import PromptError
+from ichseg.errors import ConfigError, PromptError
 from ichseg.interaction.prompts import Click, Scribble
 from ichseg.interaction.session import InteractiveSession, SessionConfig, read_log, replay_events
 from ichseg.io.volume import Intensity, Volume, make_affine, reorient
@@ -322,3 +322,18 @@ def test_old_logs_get_the_behaviour_they_were_made_with():
     assert set(LEGACY_SESSION_DEFAULTS) <= set(asdict(SessionConfig()))
     new = session_config_from_log(asdict(SessionConfig()))
     assert new == SessionConfig()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"stroke_radius_mm": -1.0},
+        {"stroke_beta": 0.0},
+        {"correction_max_distance": 0},
+        {"max_distance": 0},
+        {"threshold": 1.0},
+    ],
+)
+def test_bad_session_options_are_named(bad):
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        SessionConfig(**bad)

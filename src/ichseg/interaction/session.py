@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ichseg.errors import InputFileError, PromptError
+from ichseg.errors import ConfigError, InputFileError, PromptError
 from ichseg.interaction.hints import rasterize_prompts
 from ichseg.interaction.prompts import (
     Click,
@@ -100,6 +100,20 @@ class SessionConfig:
     click_radius: float = 2.0  #: click disc radius in canonical pixels
     scribble_width: float = 2.0  #: stroke width in canonical pixels
     key_batch: int = 16  #: slices per key-encoder batch in set_volume
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"SessionConfig: threshold must be in (0, 1), got {self.threshold}")
+        if self.stroke_radius_mm < 0:
+            raise ConfigError(
+                f"SessionConfig: stroke_radius_mm must be >= 0 (0 = off), got {self.stroke_radius_mm}"
+            )
+        if self.stroke_beta <= 0:
+            raise ConfigError(f"SessionConfig: stroke_beta must be > 0, got {self.stroke_beta}")
+        for name in ("max_distance", "correction_max_distance"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"SessionConfig: {name} must be >= 1 or None, got {value}")
 
 
 #: Values of options added after the first release, for logs that do not record them (so an old
