@@ -107,3 +107,43 @@ def test_load_model_errors(tmp_path: Path) -> None:
         load_model(tmp_path / "badcfg.pt")
     with pytest.raises(ConfigError, match="registry"):
         model_to_state(HPINet(HPINetConfig.preset("lite", **TINY)))
+
+
+def test_load_model_refuses_non_finite_weights(tmp_path: Path) -> None:
+    from ichseg.models.pretrained import load_weights
+
+    state = model_to_state(build_model("hpinet", "lite", **TINY))
+    first_float = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
+    all_nan = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+        for k, v in state["state_dict"].items()
+    }
+    torch.save({**state, "state_dict": all_nan}, tmp_path / "nan.pt")
+    for loader in (load_model, load_weights):
+        with pytest.raises(InputFileError, match="non-finite") as exc:
+            loader(tmp_path / "nan.pt")
+        msg = str(exc.value)
+        assert "nan.pt" in msg and repr(first_float) in msg and "\n" not in msg
+    last = list(state["state_dict"])[-1]
+    one_inf = dict(state["state_dict"])
+    one_inf[last] = one_inf[last].clone().float()
+    one_inf[last].view(-1)[-1] = float("-inf")
+    torch.save({**state, "state_dict": one_inf}, tmp_path / "inf.pt")
+    with pytest.raises(InputFileError, match=f"{last!r} has 1 non-finite"):
+        load_model(tmp_path / "inf.pt")
+
+
+def test_load_model_refuses_pickled_code(tmp_path: Path) -> None:
+    import os
+
+    target = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch '{target}'",))
+
+    state = model_to_state(build_model("hpinet", "lite", **TINY))
+    torch.save({**state, "extra": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(InputFileError, match="refusing to unpickle"):
+        load_model(tmp_path / "evil.pt")
+    assert not target.exists()

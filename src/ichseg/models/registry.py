@@ -9,12 +9,19 @@ the registry name on the model (``model.registry_name``).
 Checkpoint files written by :func:`save_model` (and read by :func:`load_model`) hold
 ``{"model": name, "config": dict, "state_dict": ...}``; extra keys (optimizer, epoch, ...) written
 by training code are ignored.
+
+Every checkpoint is read through :func:`safe_torch_load` (``torch.load(weights_only=True)``): a
+file that would need to unpickle anything but tensors, numbers, strings, lists, tuples and dicts
+(e.g. a pickled ``os.system`` call) is refused with :class:`InputFileError`, never executed.
+Weights with NaN/Inf in a floating tensor are refused too (:func:`check_finite_state_dict`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,24 +115,87 @@ def save_model(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
-def read_state(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict on the CPU (``weights_only=True``) and check its keys."""
+_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _one_line(exc: BaseException) -> str:
+    """First non-empty line of an exception message (or its type name)."""
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line:
+            return line
+    return type(exc).__name__
+
+
+def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line :class:`InputFileError` messages.
+
+    A file whose pickle references any global outside PyTorch's weights-only allow-list (a
+    function such as ``os.system``, a class instance, a numpy array...) is refused without
+    running anything; an unreadable, empty or truncated file gets a "cannot read" message.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _GLOBAL_RE.search(str(exc))
+        if found:
+            raise InputFileError(
+                f"{path}: contains objects that are not plain tensors/numbers "
+                f"(it references {found.group(1)}); refusing to unpickle"
+            ) from None
+        detail = str(exc).partition("WeightsUnpickler error:")[2]
+        reason = _one_line(ValueError(detail)) if detail.strip() else _one_line(exc)
+        raise InputFileError(
+            f"cannot read checkpoint {path}: not a PyTorch weights-only checkpoint ({reason})"
+        ) from None
+    except EOFError:
+        raise InputFileError(f"cannot read checkpoint {path}: file is empty or truncated") from None
+    except OSError as exc:
+        raise InputFileError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     except Exception as exc:
-        raise InputFileError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise InputFileError(
+            f"cannot read checkpoint {path}: not a readable PyTorch checkpoint ({_one_line(exc)})"
+        ) from None
+
+
+def check_finite_state_dict(state_dict: dict[str, Any], source: str | Path) -> None:
+    """Refuse weights with NaN/Inf: raise :class:`InputFileError` naming ``source`` and the first
+    floating (or complex) tensor, in state-dict order, that holds a non-finite value."""
+    for name, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        if not (value.is_floating_point() or value.is_complex()):
+            continue
+        finite = torch.isfinite(value)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise InputFileError(
+                f"{source}: weights tensor {name!r} has {bad} non-finite value(s) (NaN/Inf) "
+                f"of {value.numel()}; refusing to use these weights"
+            )
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict on the CPU (:func:`safe_torch_load`) and check its keys."""
+    path = Path(path)
+    state = safe_torch_load(path)
     if not isinstance(state, dict) or not {"model", "config", "state_dict"} <= set(state):
         raise InputFileError(
             f"{path} is not an ichseg model checkpoint (needs keys model, config, state_dict)"
         )
+    if not isinstance(state["state_dict"], dict):
+        raise InputFileError(f"{path}: its state_dict is not a mapping of tensors")
     return state
 
 
 def model_from_state(state: dict[str, Any], source: str = "checkpoint") -> nn.Module:
-    """Rebuild and load a model from a :func:`model_to_state` dict (eval mode)."""
+    """Rebuild and load a model from a :func:`model_to_state` dict (eval mode).
+
+    Refuses weights with NaN/Inf values (:func:`check_finite_state_dict`)."""
+    check_finite_state_dict(state["state_dict"], source)
     model = build_model(str(state["model"]), None, **dict(state["config"]))
     try:
         model.load_state_dict(state["state_dict"])

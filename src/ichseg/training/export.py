@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ichseg.errors import InputFileError
+from ichseg.models.registry import check_finite_state_dict, safe_torch_load
 
 
 def training_seconds(logged: list[float]) -> float:
@@ -33,16 +34,24 @@ def export_weights(
 
     ``half`` stores floating tensors as float16 (loaded back as float32 by the registry's
     ``load_state_dict``). Returns the training facts that were embedded.
+
+    The checkpoint is read with ``weights_only=True`` (a file that would unpickle anything but
+    tensors and plain values is refused, see :func:`~ichseg.models.registry.safe_torch_load`);
+    weights with NaN/Inf, or that overflow float16 with ``half``, raise :class:`InputFileError`.
     """
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
         raise InputFileError(f"{ckpt}: checkpoint not found")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    if not {"model", "config", "state_dict"} <= set(state):
+    state = safe_torch_load(ckpt)
+    if not isinstance(state, dict) or not {"model", "config", "state_dict"} <= set(state):
         raise InputFileError(f"{ckpt}: not an ichseg training checkpoint")
     sd = state["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InputFileError(f"{ckpt}: its state_dict is not a mapping of tensors")
+    check_finite_state_dict(sd, ckpt)
     if half:
         sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+        check_finite_state_dict(sd, f"{ckpt} (as float16, values beyond +-65504 overflow)")
     facts: dict[str, Any] = {
         "source_checkpoint": ckpt.name,
         "step": state.get("step"),

@@ -5,6 +5,10 @@
   dropout draw depend only on ``(seed, step, rank)``).
 * ``best.pt`` keeps the weights with the best validation Dice on the fold's **inner validation**
   split (never the test fold); ``log.csv`` has one row per logged step and per validation.
+* Checkpoints hold only tensors, numbers, strings, lists and dicts (optimizer, AMP scaler and the
+  torch / numpy / python RNG states included) and are read back with ``weights_only=True``
+  (:func:`ichseg.models.registry.safe_torch_load`): a ``last.pt`` or ``--init`` file with
+  anything else in its pickle is refused with :class:`~ichseg.errors.InputFileError`.
 * Multi-GPU: launch with ``torchrun --nproc_per_node N -m ichseg.cli train ...``; each rank draws
   its own samples, gradients are averaged by DistributedDataParallel, rank 0 writes files.
 """
@@ -16,6 +20,7 @@ import csv
 import json
 import math
 import os
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,8 +33,13 @@ from torch import nn
 
 from ichseg.data.dataset import open_dataset
 from ichseg.data.splits import Splits, make_splits
-from ichseg.errors import ConfigError, EmptyMaskError
-from ichseg.models.registry import build_model, model_to_state
+from ichseg.errors import ConfigError, EmptyMaskError, InputFileError
+from ichseg.models.registry import (
+    build_model,
+    check_finite_state_dict,
+    model_to_state,
+    safe_torch_load,
+)
 from ichseg.training.config import TrainConfig
 from ichseg.training.data import (
     PreparedCase,
@@ -65,6 +75,45 @@ def dice_score(pred: torch.Tensor, gt: torch.Tensor) -> float:
     p, g = pred.bool(), gt.bool()
     denom = int(p.sum()) + int(g.sum())
     return 1.0 if denom == 0 else 2.0 * int((p & g).sum()) / denom
+
+
+def capture_rng_state(cuda: bool = False) -> dict[str, Any]:
+    """Global torch (and CUDA when ``cuda``), numpy and python ``random`` states as tensors,
+    lists, ints, floats and strings only, so that ``torch.load(weights_only=True)`` reads them."""
+    np_state = np.random.get_state(legacy=False)
+    py_version, py_internal, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if cuda else [],
+        "numpy": {
+            "bit_generator": str(np_state["bit_generator"]),
+            "key": [int(v) for v in np_state["state"]["key"]],
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "python": [int(py_version), [int(v) for v in py_internal], py_gauss],
+    }
+
+
+def restore_rng_state(rng: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state` (CUDA states only when this process has as many
+    devices as were saved)."""
+    torch.set_rng_state(rng["torch"].cpu().to(torch.uint8))
+    cuda_states = list(rng.get("cuda") or [])
+    if cuda_states and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda_states):
+        torch.cuda.set_rng_state_all([t.cpu().to(torch.uint8) for t in cuda_states])
+    npr = rng["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": str(npr["bit_generator"]),
+            "state": {"key": np.asarray(npr["key"], dtype=np.uint32), "pos": int(npr["pos"])},
+            "has_gauss": int(npr["has_gauss"]),
+            "gauss": float(npr["gauss"]),
+        }
+    )
+    version, internal, gauss = rng["python"]
+    random.setstate((int(version), tuple(int(v) for v in internal), gauss))
 
 
 @dataclass
@@ -189,6 +238,7 @@ class Trainer:
             **model_to_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "rng": capture_rng_state(cuda=self.device.type == "cuda"),
             "step": self.step,
             "elapsed_seconds": self.elapsed_now(),
             "best_val": self.best_val,
@@ -204,14 +254,31 @@ class Trainer:
         os.replace(tmp, path)
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        self.elapsed = float(state.get("elapsed_seconds", 0.0))
-        self.best_val = float(state["best_val"])
-        self.validations_without_improvement = int(state["validations_without_improvement"])
+        """Resume from ``path`` (read with ``weights_only=True``); a file that is unsafe to
+        unpickle, not a training checkpoint or made for another model raises
+        :class:`InputFileError`."""
+        state = safe_torch_load(path, map_location=self.device)
+        needed = {"state_dict", "optimizer", "scaler", "step", "best_val"}
+        if not isinstance(state, dict) or not needed <= set(state):
+            raise InputFileError(
+                f"{path}: not an ichseg training checkpoint (needs keys "
+                f"{', '.join(sorted(needed))}); delete it or use another --out to start afresh"
+            )
+        try:
+            self.model.load_state_dict(state["state_dict"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.step = int(state["step"])
+            self.elapsed = float(state.get("elapsed_seconds", 0.0))
+            self.best_val = float(state["best_val"])
+            self.validations_without_improvement = int(
+                state.get("validations_without_improvement", 0)
+            )
+            if state.get("rng") is not None:  # checkpoints written before RNG states were kept
+                restore_rng_state(state["rng"])
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputFileError(f"{path}: cannot resume from this checkpoint: {first}") from None
 
     def init_weights(self, path: str | Path) -> dict[str, int]:
         """Warm start: copy every parameter whose name and shape match from a checkpoint or
@@ -222,15 +289,16 @@ class Trainer:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"--init {p}: file not found")
-        state = torch.load(p, map_location="cpu", weights_only=False)
+        state = safe_torch_load(p)
         source = state.get("state_dict") if isinstance(state, dict) else None
         if not isinstance(source, dict):
             raise ConfigError(f"--init {p}: not an ichseg checkpoint or weights file")
+        check_finite_state_dict(source, p)
         own = self.model.state_dict()
         matched = {
             k: v.to(own[k].dtype)
             for k, v in source.items()
-            if k in own and tuple(v.shape) == tuple(own[k].shape)
+            if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) == tuple(own[k].shape)
         }
         if not matched:
             raise ConfigError(f"--init {p}: no parameter matches this model ({self.cfg.preset})")
