@@ -57,7 +57,7 @@ def _case_rows(model, case) -> dict[str, tuple[float, float]] | None:
         return None
     session = InteractiveSession(model)
     session.set_volume(image)
-    grid = session.grid
+    grid = session.engine.grid
     z = int(np.argmax(gt_c.sum((1, 2))))
     gt_model = grid.canonical_hints_to_model(np.stack([gt_c, gt_c]).astype(np.float32))[0] > 0.5
     ys, xs = np.nonzero(gt_c[z])
@@ -81,7 +81,7 @@ def _case_rows(model, case) -> dict[str, tuple[float, float]] | None:
         "prev=dilated": ([], dilated),
         "pos+neg, prev=dilated": ([pos, *neg], dilated),
     }
-    img = session.image[0, 0]
+    img = session.engine.image[0, 0]
     out = {}
     for name, (prompts, prev) in inputs.items():
         hints = grid.canonical_hints_to_model(rasterize_prompts(prompts, gt_c.shape))

@@ -45,3 +45,20 @@ class ConfigError(IchsegError):
 
 class PromptError(IchsegError):
     """A prompt (click/scribble) is invalid: outside the volume, wrong label, wrong shape."""
+
+
+class IchsegWarning(UserWarning):
+    """Base class of the warnings ichseg emits on purpose (the CLI prints each as one line)."""
+
+
+class InputWarning(IchsegWarning):
+    """An input was loaded, but something about it was assumed, skipped or looks implausible."""
+
+
+class OutputPathError(InputFileError):
+    """An output path cannot be used: not writable, parent folder missing, exists (no
+    ``--overwrite``), a folder where a file is expected, or the same path as another input/output."""
+
+
+class ModelOutputError(IchsegError):
+    """A model or engine produced an unusable answer (non-finite values, wrong shape)."""

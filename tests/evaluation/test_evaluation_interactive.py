@@ -22,7 +22,7 @@ from ichseg.evaluation.interactive import (
 )
 from ichseg.evaluation.metrics import METRIC_KEYS, evaluate_case
 from ichseg.evaluation.tables import table_rounds
-from ichseg.interaction.random_walker import RandomWalkerConfig, RandomWalkerSession
+from ichseg.interaction.random_walker import RandomWalkerConfig, RandomWalkerEngine
 from ichseg.interaction.session import InteractiveSession, RoundResult
 from ichseg.io.volume import Intensity, IntensityKind, Volume, make_affine, reorient
 from ichseg.models.registry import build_model, save_model
@@ -128,7 +128,7 @@ def test_rows_columns_and_metrics_on_original_grid():
     log: list[RoundResult] = []
     data = cases(2)
     df = evaluate_interactive(
-        lambda: Recording(RandomWalkerSession(RW), log),
+        lambda: Recording(InteractiveSession(RandomWalkerEngine(RW)), log),
         data,
         rounds=3,
         clinician=ClinicianSpec(seed=3),
@@ -159,10 +159,10 @@ def test_rows_columns_and_metrics_on_original_grid():
 def test_deterministic_and_orientation_independent():
     spec = ClinicianSpec(mode="click", start="largest", seed=7)
     kw = {"rounds": 2, "clinician": spec, "progress": False}
-    a = evaluate_interactive(lambda: RandomWalkerSession(RW), cases(2), **kw)
-    b = evaluate_interactive(lambda: RandomWalkerSession(RW), cases(2), **kw)
+    a = evaluate_interactive(lambda: InteractiveSession(RandomWalkerEngine(RW)), cases(2), **kw)
+    b = evaluate_interactive(lambda: InteractiveSession(RandomWalkerEngine(RW)), cases(2), **kw)
     ras = [(cid, *reorient_pair(img, m)) for cid, img, m in cases(2)]
-    c = evaluate_interactive(lambda: RandomWalkerSession(RW), ras, **kw)
+    c = evaluate_interactive(lambda: InteractiveSession(RandomWalkerEngine(RW)), ras, **kw)
     cols = [x for x in RESULT_COLUMNS if x not in ("seconds", "set_volume_seconds")]
     pd.testing.assert_frame_equal(a[cols], b[cols])
     # The same scans stored RAS: same prompts, metrics on the (different) original grid agree.
@@ -191,10 +191,10 @@ def test_early_stop_carries_last_values():
 
 def test_empty_ground_truth_skip_or_evaluate():
     data = [*cases(1), ("empty", *phantom(empty=True))]
-    df = evaluate_interactive(lambda: RandomWalkerSession(RW), data, rounds=2, progress=False)
+    df = evaluate_interactive(lambda: InteractiveSession(RandomWalkerEngine(RW)), data, rounds=2, progress=False)
     assert "empty" not in set(df["case_id"]) and df.attrs["skipped_empty"] == ["empty"]
     df2 = evaluate_interactive(
-        lambda: RandomWalkerSession(RW), data, rounds=2, empty_gt="evaluate", progress=False
+        lambda: InteractiveSession(RandomWalkerEngine(RW)), data, rounds=2, empty_gt="evaluate", progress=False
     )
     row = df2[df2["case_id"] == "empty"]
     assert len(row) == 1 and row["dice"].iloc[0] == 1.0 and row["n_prompts"].iloc[0] == 0
@@ -206,7 +206,7 @@ def test_keep_masks_and_input_errors():
     data = cases(2)
     for name in ("a", "b"):
         evaluate_interactive(
-            lambda: RandomWalkerSession(RW),
+            lambda: InteractiveSession(RandomWalkerEngine(RW)),
             data,
             rounds=1,
             method_name=name,
@@ -218,15 +218,15 @@ def test_keep_masks_and_input_errors():
     k = kept["c0"]
     assert k.gt.shape == SHAPE and k.image01.max() <= 1.0 and k.preds["a"].dtype == bool
     with pytest.raises(ConfigError):
-        evaluate_interactive(lambda: RandomWalkerSession(RW), data, keep_masks=1, progress=False)
+        evaluate_interactive(lambda: InteractiveSession(RandomWalkerEngine(RW)), data, keep_masks=1, progress=False)
     with pytest.raises(ConfigError):
-        evaluate_interactive(lambda: RandomWalkerSession(RW), data, rounds=0, progress=False)
+        evaluate_interactive(lambda: InteractiveSession(RandomWalkerEngine(RW)), data, rounds=0, progress=False)
     with pytest.raises(ConfigError):
-        evaluate_interactive(lambda: RandomWalkerSession(RW), data + data[:1], progress=False)
+        evaluate_interactive(lambda: InteractiveSession(RandomWalkerEngine(RW)), data + data[:1], progress=False)
     img, mask = phantom()
     bad = Volume(mask.array, img.affine * np.diag([2, 1, 1, 1]), Intensity.label())
     with pytest.raises(GeometryError):
-        evaluate_interactive(lambda: RandomWalkerSession(RW), [("x", img, bad)], progress=False)
+        evaluate_interactive(lambda: InteractiveSession(RandomWalkerEngine(RW)), [("x", img, bad)], progress=False)
 
 
 def test_hpinet_method_from_checkpoint(tiny_ckpt):
@@ -240,15 +240,15 @@ def test_hpinet_method_from_checkpoint(tiny_ckpt):
 
 def test_load_method_specs(tiny_ckpt):
     name, factory = load_method("random_walker")
-    assert name == "random_walker" and isinstance(factory(), RandomWalkerSession)
+    assert name == "random_walker" and isinstance(factory().engine, RandomWalkerEngine)
     name, factory = load_method("rw-narrow=random_walker:beta=50,margin_mm=12")
     s = factory()
-    assert name == "rw-narrow" and s.config.beta == 50 and s.config.margin_mm == 12
+    assert name == "rw-narrow" and s.engine.config.beta == 50 and s.engine.config.margin_mm == 12
     name, _ = load_method(f"mine=hpinet:{tiny_ckpt}")
     assert name == "mine"
     name, factory = load_method(f"hp=hpinet:{tiny_ckpt},vim_weight=0.25,previous_as_mask=true")
     s = factory()
-    assert s.config.vim_weight == 0.25 and s.config.previous_as_mask is True
+    assert s.engine.config.vim_weight == 0.25 and s.engine.config.previous_as_mask is True
     for bad_hp in (f"hpinet:{tiny_ckpt},bogus=1", f"hpinet:{tiny_ckpt},{tiny_ckpt}"):
         with pytest.raises(ConfigError):
             load_method(bad_hp)

@@ -10,10 +10,11 @@ from ichseg.evaluation.metrics import dice
 from ichseg.interaction.prompts import Click, Scribble
 from ichseg.interaction.random_walker import (
     RandomWalkerConfig,
-    RandomWalkerSession,
+    RandomWalkerEngine,
     out_of_range_mask,
     random_walk_probability,
 )
+from ichseg.interaction.session import InteractiveSession
 from ichseg.io.volume import Intensity, Volume, Window, make_affine, reorient, to_canonical
 
 SHAPE = (48, 48, 12)  # (i, j, k)
@@ -52,7 +53,7 @@ def centre_scribble(mask: Volume, positive: bool = True) -> Scribble:
 
 def test_segments_bright_blob_from_one_scribble():
     vol, mask = head()
-    s = RandomWalkerSession(CFG)
+    s = InteractiveSession(RandomWalkerEngine(CFG))
     s.set_volume(vol)
     s.add_prompt(centre_scribble(mask))
     r = s.run_round()
@@ -69,7 +70,7 @@ def test_full_resolution_and_downsampled_agree():
     vol, mask = head()
     out = []
     for d in (1, 2):
-        s = RandomWalkerSession(RandomWalkerConfig(margin_mm=8.0, downsample=d))
+        s = InteractiveSession(RandomWalkerEngine(RandomWalkerConfig(margin_mm=8.0, downsample=d)))
         s.set_volume(vol)
         s.add_prompt(centre_scribble(mask))
         out.append(s.run_round().mask)
@@ -85,20 +86,20 @@ def test_roi_comes_from_prompts_only():
     _, mask_b = head(blobs=(b,))
     results = {}
     for name, m in (("a", mask_a), ("b", mask_b)):
-        s = RandomWalkerSession(CFG)
+        s = InteractiveSession(RandomWalkerEngine(CFG))
         s.set_volume(vol)
         sc = centre_scribble(m)
         s.add_prompt(sc)
         res = s.run_round()
         results[name] = res.mask
-        zs, ys, xs = s.roi
+        zs, ys, xs = s.state.engine_state
         assert zs == slice(sc.z - 3, sc.z + 4)
-        py, px = np.nonzero(s.user_labels()[sc.z] == 1)
+        py, px = np.nonzero(s.engine.user_labels(s.prompts)[sc.z] == 1)
         assert ys == slice(max(py.min() - 8, 0), min(py.max() + 9, 48))
         assert xs == slice(max(px.min() - 8, 0), min(px.max() + 9, 48))
         canon = to_canonical(vol.as_label(res.mask))[0].zyx()
         outside = np.ones(canon.shape, bool)
-        outside[s.roi] = False
+        outside[s.state.engine_state] = False
         assert not canon[outside].any()
         assert dice(res.mask, m.array) > 0.8  # the prompted bleed only, not the other one
     assert not (results["a"] & results["b"]).any()
@@ -109,7 +110,7 @@ def test_deterministic():
     sc = centre_scribble(mask)
     runs = []
     for _ in range(2):
-        s = RandomWalkerSession(CFG)
+        s = InteractiveSession(RandomWalkerEngine(CFG))
         s.set_volume(vol)
         s.add_prompt(sc)
         runs.append(s.run_round().probability)
@@ -118,22 +119,22 @@ def test_deterministic():
 
 def test_no_positive_prompt_gives_empty_result():
     vol, mask = head()
-    s = RandomWalkerSession(CFG)
+    s = InteractiveSession(RandomWalkerEngine(CFG))
     s.set_volume(vol)
     s.add_prompt(centre_scribble(mask, positive=False))
     r = s.run_round()
-    assert not r.mask.any() and r.probability.max() == 0.0 and s.roi is None
+    assert not r.mask.any() and r.probability.max() == 0.0 and s.state.engine_state is None
 
 
 def test_original_grid_of_reoriented_scan():
     vol, mask = head()
-    s = RandomWalkerSession(CFG)
+    s = InteractiveSession(RandomWalkerEngine(CFG))
     s.set_volume(vol)
     sc = centre_scribble(mask)
     s.add_prompt(sc)
     ref = s.run_round().mask
     vol_ras, _ = reorient(vol, "RAS")
-    s2 = RandomWalkerSession(CFG)
+    s2 = InteractiveSession(RandomWalkerEngine(CFG))
     s2.set_volume(vol_ras)
     assert s2.grid_ref.shape_zyx == s.grid_ref.shape_zyx
     s2.add_prompt(sc)  # canonical indices: the same prompt
@@ -144,13 +145,13 @@ def test_original_grid_of_reoriented_scan():
 
 def test_out_of_range_voxels_and_prompts_override():
     vol, mask = head(hu_blob=300.0)  # a calcification-like bright blob: outside 0..120 HU
-    s = RandomWalkerSession(CFG)
+    s = InteractiveSession(RandomWalkerEngine(CFG))
     s.set_volume(vol)
     sc = centre_scribble(mask)
     s.add_prompt(sc)
     r = s.run_round()
     canon_prob = to_canonical(s.probability())[0].zyx()
-    drawn = s.user_labels()[sc.z] == 1
+    drawn = s.engine.user_labels(s.prompts)[sc.z] == 1
     assert np.all(canon_prob[sc.z][drawn] == 1.0)  # the user's pixels keep their label
     blob_c = to_canonical(mask)[0].zyx().astype(bool)
     blob_c[sc.z][drawn] = False
@@ -161,7 +162,7 @@ def test_out_of_range_voxels_and_prompts_override():
 def test_background_mode_and_negative_prompt_correction():
     vol, mask = head()
     sc = centre_scribble(mask)
-    s = RandomWalkerSession(RandomWalkerConfig(margin_mm=8.0, out_of_range="background"))
+    s = InteractiveSession(RandomWalkerEngine(RandomWalkerConfig(margin_mm=8.0, out_of_range="background")))
     s.set_volume(vol)
     s.add_prompt(sc)
     r1 = s.run_round()
@@ -178,7 +179,7 @@ def test_background_mode_and_negative_prompt_correction():
 
 def test_undo_redo_and_accumulation():
     vol, mask = head()
-    s = RandomWalkerSession(CFG)
+    s = InteractiveSession(RandomWalkerEngine(CFG))
     with pytest.raises(PromptError):
         s.add_click(0, 1, 1)
     s.set_volume(vol)
@@ -211,16 +212,16 @@ def test_windowed_input_and_intensity_errors():
     win = Volume(stored, vol.affine, Intensity.windowed(w))
     oor = out_of_range_mask(win, (0.0, 120.0))
     assert oor is not None and oor[stored == 0].all() and not oor[stored == 255].any()
-    s = RandomWalkerSession(CFG)
+    s = InteractiveSession(RandomWalkerEngine(CFG))
     s.set_volume(win)
     s.add_prompt(centre_scribble(mask))
     assert dice(s.run_round().mask, mask.array) > 0.8
     unknown = Volume(stored, vol.affine, Intensity.windowed(None))
     assert out_of_range_mask(unknown, (0.0, 120.0)) is None
     with pytest.raises(IntensityError):
-        RandomWalkerSession(CFG).set_volume(unknown)
+        InteractiveSession(RandomWalkerEngine(CFG)).set_volume(unknown)
     with pytest.raises(IntensityError):
-        RandomWalkerSession(CFG).set_volume(mask)
+        InteractiveSession(RandomWalkerEngine(CFG)).set_volume(mask)
 
 
 @pytest.mark.parametrize(
@@ -231,7 +232,6 @@ def test_windowed_input_and_intensity_errors():
         {"z_margin": 1.5},
         {"downsample": 0},
         {"mode": "amg"},
-        {"threshold": 1.0},
         {"hu_range": (100, 0)},
         {"out_of_range": "drop"},
         {"solver": "amg"},
@@ -273,7 +273,7 @@ def test_solver_matches_skimage_random_walker():
 @pytest.mark.parametrize("solver", ["direct", "skimage"])
 def test_other_solvers_segment_the_blob(solver):
     vol, mask = head()
-    s = RandomWalkerSession(RandomWalkerConfig(margin_mm=8.0, solver=solver))
+    s = InteractiveSession(RandomWalkerEngine(RandomWalkerConfig(margin_mm=8.0, solver=solver)))
     s.set_volume(vol)
     s.add_prompt(centre_scribble(mask))
     assert dice(s.run_round().mask, mask.array) > 0.8

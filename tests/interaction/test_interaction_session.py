@@ -10,6 +10,7 @@ import torch
 
 from ichseg.errors import ConfigError, PromptError
 from ichseg.interaction.prompts import Click, Scribble
+from ichseg.interaction.hpinet_engine import HPINetEngine, HPINetEngineConfig
 from ichseg.interaction.session import InteractiveSession, SessionConfig, read_log, replay_events
 from ichseg.io.volume import Intensity, Volume, make_affine, reorient
 from ichseg.models.registry import build_model
@@ -50,6 +51,11 @@ def model():
     return build_model("hpinet", "lite", **TINY)
 
 
+def hp(model, **options):
+    """A session around the HPINet engine with these engine options."""
+    return InteractiveSession(HPINetEngine(model, HPINetEngineConfig(**options)))
+
+
 def lesion_scribble(session, mask_vol):
     from ichseg.io.volume import to_canonical
 
@@ -88,14 +94,14 @@ def test_round_outputs_on_original_grid_and_propagates(model):
 def test_stop_rules_limit_propagation(model):
     vol, mask = phantom(depth=12)
     sc = lesion_scribble(None, mask)
-    s = InteractiveSession(model, SessionConfig(max_distance=2, stop_after_empty=99))
+    s = hp(model, max_distance=2, stop_after_empty=99)
     s.set_volume(vol)
     s.add_prompt(sc)
     r = s.run_round()
     assert set(r.propagated_slices) <= {sc.z - 2, sc.z - 1, sc.z + 1, sc.z + 2}
     assert len(r.propagated_slices) == 4
     # stop at an interacted slice: prompts on z and z+3 -> no chain crosses the other slice
-    s2 = InteractiveSession(model, SessionConfig(stop_after_empty=99))
+    s2 = hp(model, stop_after_empty=99)
     s2.set_volume(vol)
     s2.add_prompt(sc)
     s2.add_prompt(Click(sc.z + 3, sc.points[0][0], sc.points[0][1], True, 2.0))
@@ -106,7 +112,7 @@ def test_stop_rules_limit_propagation(model):
 def test_correction_rounds_update_only_near_the_corrected_slice(model):
     vol, mask = phantom(depth=16)
     sc = lesion_scribble(None, mask)
-    s = InteractiveSession(model, SessionConfig(stop_after_empty=99, correction_max_distance=1))
+    s = hp(model, stop_after_empty=99, correction_max_distance=1)
     s.set_volume(vol)
     s.add_prompt(sc)
     r1 = s.run_round()  # the first round is not a correction: chains run to both ends
@@ -132,18 +138,18 @@ def test_stroke_refinement_runs_on_prompted_slices_in_network_pixels(model, monk
     monkeypatch.setattr(stroke_refine, "refine_slice", spy)
     vol, mask = phantom()
     sc = lesion_scribble(None, mask)
-    assert SessionConfig().stroke_radius_mm == 10.0
-    plain = InteractiveSession(model, SessionConfig(stroke_radius_mm=0.0))
+    assert HPINetEngineConfig().stroke_radius_mm == 0.0  # the network alone by default
+    plain = hp(model, stroke_radius_mm=0.0)
     plain.set_volume(vol)
     plain.add_prompt(sc)
     plain.run_round()
     assert calls == []  # 0 switches it off
-    s = InteractiveSession(model, SessionConfig(stroke_radius_mm=3.0, stroke_beta=100.0))
+    s = hp(model, stroke_radius_mm=3.0, stroke_beta=100.0)
     s.set_volume(vol)
     s.add_prompt(sc)
     s.add_click(sc.z + 2, 3, 3, False)
     r = s.run_round()
-    spacing = min(s.grid.spacing_zyx[1:])
+    spacing = min(s.engine.grid.spacing_zyx[1:])
     assert calls == [
         ((32, 32), True, False, 3.0 / spacing, 100.0),
         ((32, 32), False, True, 3.0 / spacing, 100.0),
@@ -162,7 +168,7 @@ def test_prompts_accumulate_and_memory_grows(model):
     s.add_click(sc.z + 1, sc.points[0][0], sc.points[0][1], False)
     r2 = s.run_round()
     assert len(s.prompts) == 2 and r2.index == 2
-    assert set(s.state.memory) == {sc.z, sc.z + 1}
+    assert set(s.state.engine_state.memory) == {sc.z, sc.z + 1}
     assert s.state.interacted == (sc.z, sc.z + 1)
 
 
@@ -248,7 +254,7 @@ def test_probability_is_float_and_in_range(model):
 def _previous_seen_by_sim(model, monkeypatch, config):
     """Run two rounds; return the session and the previous-mask input the SIM got in round 2."""
     vol, mask = phantom()
-    s = InteractiveSession(model, config)
+    s = InteractiveSession(HPINetEngine(model, config))
     s.set_volume(vol)
     sc = lesion_scribble(s, mask)
     s.add_prompt(sc)
@@ -268,9 +274,9 @@ def _previous_seen_by_sim(model, monkeypatch, config):
 
 @pytest.mark.parametrize("as_mask", [False, True])
 def test_previous_round_fed_as_mask_or_probability(model, monkeypatch, as_mask):
-    cfg = SessionConfig(previous_as_mask=as_mask, feed_previous=True)
+    cfg = HPINetEngineConfig(previous_as_mask=as_mask, feed_previous=True)
     s, z, prev = _previous_seen_by_sim(model, monkeypatch, cfg)
-    expected = torch.from_numpy(s._states[1].prob[[z]])  # round-1 probability on the slice
+    expected = torch.from_numpy(s._states[1].engine_state.prob[[z]])  # round-1 probability on the slice
     if as_mask:
         expected = (expected >= 0.5).float()
         assert set(torch.unique(prev).tolist()) <= {0.0, 1.0}
@@ -301,27 +307,12 @@ def test_prompted_voxels_are_enforced_in_the_result(model, axcodes):
     assert off.run_round().probability[back == 1].max() < 1.0
 
 
-def test_previous_round_not_fed_by_default(model, monkeypatch):
-    assert SessionConfig().feed_previous is False
-    s, z, prev = _previous_seen_by_sim(model, monkeypatch, SessionConfig())
-    assert s._states[1].prob[z].max() > 0  # there was a previous round to feed
+def test_previous_round_fed_by_default_and_switchable(model, monkeypatch):
+    assert HPINetEngineConfig().feed_previous is True  # the paper's Algorithm 1
+    off = HPINetEngineConfig(feed_previous=False)
+    s, z, prev = _previous_seen_by_sim(model, monkeypatch, off)
+    assert s._states[1].engine_state.prob[z].max() > 0  # there was a previous round to feed
     assert float(prev.abs().max()) == 0.0
-
-
-def test_old_logs_get_the_behaviour_they_were_made_with():
-    from dataclasses import asdict
-
-    from ichseg.interaction.session import LEGACY_SESSION_DEFAULTS, session_config_from_log
-
-    old = asdict(SessionConfig())
-    for key in LEGACY_SESSION_DEFAULTS:
-        old.pop(key)  # a log written before these options existed
-    cfg = session_config_from_log(old)
-    assert cfg.feed_previous is True and cfg.enforce_prompts is False
-    assert cfg.stroke_radius_mm == 0.0 and cfg.feed_previous_sim is False
-    assert set(LEGACY_SESSION_DEFAULTS) <= set(asdict(SessionConfig()))
-    new = session_config_from_log(asdict(SessionConfig()))
-    assert new == SessionConfig()
 
 
 @pytest.mark.parametrize(
@@ -334,6 +325,12 @@ def test_old_logs_get_the_behaviour_they_were_made_with():
         {"threshold": 1.0},
     ],
 )
+def test_bad_engine_options_are_named(bad):
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        HPINetEngineConfig(**bad)
+
+
+@pytest.mark.parametrize("bad", [{"threshold": 0.0}, {"max_prompt_size_mm": -1.0}])
 def test_bad_session_options_are_named(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         SessionConfig(**bad)

@@ -34,7 +34,6 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -72,7 +71,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
 
 
 class SessionLike(Protocol):
-    """What the runner needs from an interactive method (InteractiveSession, RandomWalkerSession)."""
+    """What the runner needs from an interactive method (an InteractiveSession)."""
 
     grid_ref: GridRef
 
@@ -351,92 +350,32 @@ def _run_case(
 # ------------------------------------------------------------------------------------------
 # methods from spec strings
 # ------------------------------------------------------------------------------------------
-def _parse_options(text: str, spec: str) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        if "=" not in item:
-            raise ConfigError(f"method {spec!r}: option {item!r} is not KEY=VALUE")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def load_method(spec: str, *, device: str = "cpu") -> tuple[str, MethodFactory]:
-    """Parse a method spec into ``(name, factory)``; the factory returns a fresh session.
+    """Parse a method spec into ``(label, factory)``; the factory returns a fresh session.
 
-    Specs (an optional ``LABEL=`` prefix sets the name shown in tables, e.g.
-    ``hpinet-f0=hpinet:runs/f0/best.pt``):
+    Specs (see :func:`ichseg.interaction.engine.parse_method_spec`; an optional ``LABEL=``
+    prefix sets the name shown in tables, e.g. ``f0=hpinet:runs/f0/best.pt``):
 
-    * ``hpinet`` — ICH-HPINet with the shipped default weights;
-    * ``hpinet:PATH`` — ICH-HPINet from a checkpoint written by ``ichseg train``/``save_model``;
-    * ``hpinet:PATH,KEY=VALUE,...`` or ``hpinet:KEY=VALUE,...`` — with
-      :class:`~ichseg.interaction.session.SessionConfig` overrides (e.g. ``vim_weight=0.3``);
-    * ``random_walker`` or ``random_walker:beta=90,margin_mm=20`` — the classical baseline with
-      :class:`~ichseg.interaction.random_walker.RandomWalkerConfig` overrides.
+    * ``hpinet`` — ICH-HPINet alone, as the paper describes it (previous round fed back), with
+      the shipped weights; ``hpinet:PATH`` with a checkpoint written by ``ichseg train``;
+    * ``hpinet_refined`` — the same network plus the 2D random-walker refinement near the
+      strokes (``stroke_radius_mm=10``; not in the paper);
+    * ``...,KEY=VALUE`` — :class:`~ichseg.interaction.hpinet_engine.HPINetEngineConfig` or
+      :class:`~ichseg.interaction.random_walker.RandomWalkerConfig` overrides;
+    * ``random_walker`` or ``random_walker:beta=90,margin_mm=20`` — the classical baseline.
 
-    The model is loaded once here; each factory call makes a new session around it.
+    A model is loaded once here; each factory call makes a new session around a new engine.
     """
-    text = str(spec).strip()
-    if not text:
-        raise ConfigError("empty method spec")
-    label = None
-    head = text.split(":", 1)[0]
-    if "=" in head:
-        label, text = (s.strip() for s in text.split("=", 1))
-        if not label:
-            raise ConfigError(f"method {spec!r}: empty label before '='")
-    kind, _, arg = text.partition(":")
-    kind = kind.strip().lower().replace("-", "_")
-    if kind in ("random_walker", "rw"):
-        from ichseg.interaction.random_walker import RandomWalkerConfig, RandomWalkerSession
+    from ichseg.interaction.engine import EngineFactory, parse_method_spec
+    from ichseg.interaction.session import InteractiveSession
 
-        opts = _parse_options(arg, spec)
-        try:
-            cfg = RandomWalkerConfig(**opts)
-        except TypeError as exc:
-            fields = ", ".join(RandomWalkerConfig.__dataclass_fields__)
-            raise ConfigError(f"method {spec!r}: {exc}; valid options: {fields}") from None
-        return label or "random_walker", lambda: RandomWalkerSession(cfg)
-    if kind == "hpinet":
-        from ichseg.interaction.session import InteractiveSession, SessionConfig
+    parsed = parse_method_spec(spec)
+    engines = EngineFactory(parsed, device=_resolve_device(device))
 
-        items = [a.strip() for a in arg.split(",") if a.strip()]
-        paths = [a for a in items if "=" not in a]
-        if len(paths) > 1:
-            raise ConfigError(f"method {spec!r}: more than one weights path")
-        path = Path(paths[0]) if paths else _default_weights()
-        opts = _parse_options(",".join(a for a in items if "=" in a), spec)
-        try:
-            session_cfg = SessionConfig(**opts)
-        except TypeError as exc:
-            fields = ", ".join(SessionConfig.__dataclass_fields__)
-            raise ConfigError(f"method {spec!r}: {exc}; valid options: {fields}") from None
-        from ichseg.models.registry import load_model
+    def factory() -> SessionLike:
+        return InteractiveSession(engines())
 
-        model, _ = load_model(path)
-        model = model.eval()
-        dev = _resolve_device(device)
-
-        def factory() -> SessionLike:
-            return InteractiveSession(model, session_cfg, device=dev, weights_path=path)
-
-        return label or "hpinet", factory
-    raise ConfigError(
-        f"unknown method {spec!r}: use hpinet, hpinet:WEIGHTS.pt or random_walker[:KEY=VALUE,...]"
-    )
-
-
-def _default_weights() -> Path:
-    try:
-        from ichseg.models.pretrained import default_weights_path
-    except ImportError as exc:
-        raise ConfigError(
-            "this build has no shipped ICH-HPINet weights (ichseg.models.pretrained is missing); "
-            "use --method hpinet:PATH/TO/weights.pt"
-        ) from exc
-    return Path(default_weights_path())
+    return parsed.label, factory
 
 
 def _resolve_device(device: str) -> str:

@@ -1,13 +1,11 @@
-"""Random-walker interactive baseline ("grow from seeds"), with the session API of the engine.
+"""Random-walker interactive baseline ("grow from seeds"), an engine for the one session.
 
-:class:`RandomWalkerSession` is the classical, training-free baseline that 3D Slicer users reach
+:class:`RandomWalkerEngine` is the classical, training-free baseline that 3D Slicer users reach
 for: the accumulated clicks/scribbles are the seeds (label 1 = hemorrhage, 2 = background) of a
 random walker (Grady 2006, with ``skimage.segmentation.random_walker``'s edge weights) run on the
-brain-windowed CT. It offers the calls of :class:`~ichseg.interaction.session.InteractiveSession`
-that the evaluation runner and a viewer need (``set_volume``, ``add_prompt(s)``, ``run_round`` ->
-:class:`RoundResult` on the ORIGINAL grid, ``mask``, ``probability``, ``volume_ml``,
-``undo``/``redo``, ``grid_ref``). Prompts are ``(z, y, x)`` voxel indices of the canonical
-``(Z, Y, X)`` grid (``to_canonical(volume)[0].zyx()``), exactly as for the engine.
+brain-windowed CT. It implements the :class:`~ichseg.interaction.engine.Engine` protocol; the
+:class:`~ichseg.interaction.session.InteractiveSession` around it owns geometry, history, undo
+and logs. Prompts are ``(z, y, x)`` voxel indices of the canonical ``(Z, Y, X)`` grid.
 
 One round, with all prompts so far (they accumulate across rounds; a later prompt wins where two
 prompts of opposite label overlap):
@@ -44,8 +42,8 @@ prompts of opposite label overlap):
    count alike.
 4. **Back to full resolution**: the hemorrhage probability is upsampled in-plane (linear, pixel
    centres aligned), out-of-range voxels are set to 0 and prompt pixels to their label, and the
-   ROI is pasted into an all-zero canonical volume, which is mapped to the original grid with the
-   exact reorientation undo. Mask = probability ``>= threshold`` (0.5 = random-walker argmax).
+   ROI is pasted into an all-zero canonical volume (the session maps it to the original grid and
+   thresholds it; 0.5 = random-walker argmax).
 
 Defaults were chosen on synthetic phantoms (:mod:`ichseg.data.synthetic`, seed 123, cases 0-5,
 512x512x32, ~0.47x0.47x5.4 mm), scribble clinician, mean Dice after rounds 1 / 6: ``beta=600``
@@ -61,17 +59,18 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from ichseg.errors import ConfigError, PromptError
+from ichseg.interaction.engine import EngineOutput
 from ichseg.interaction.hints import HINT_NEGATIVE, HINT_POSITIVE, rasterize_slice
-from ichseg.interaction.prompts import Click, GridRef, Prompt, Scribble, validate
-from ichseg.interaction.session import RoundResult
-from ichseg.io.volume import Intensity, IntensityKind, Reorientation, Volume, to_canonical
+from ichseg.interaction.prompts import Prompt
+from ichseg.io.volume import IntensityKind, Volume
 from ichseg.preprocess.windowing import parse_window, window_volume
 
 POSITIVE_SEED = 1  #: random-walker label of hemorrhage seeds
@@ -96,10 +95,7 @@ class RandomWalkerConfig:
     min_weight: float = 1e-6  #: edge-weight floor of the ichseg solvers (conditioning)
     mode: str = "cg_j"  #: skimage's mode when solver='skimage' ('cg_mg' needs pyamg)
     tol: float = 1e-3  #: conjugate-gradient relative tolerance
-    threshold: float = 0.5  #: probability -> mask
     assume_stored_window_ok: bool = False  #: accept already-windowed input with unknown window
-    click_radius: float = 2.0  #: click disc radius (canonical pixels) for add_click
-    scribble_width: float = 2.0  #: stroke width (canonical pixels) for add_scribble
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.beta) and self.beta > 0):
@@ -122,8 +118,6 @@ class RandomWalkerConfig:
             raise ConfigError(f"mode must be one of {', '.join(_MODES)}, got {self.mode!r}")
         if not (math.isfinite(self.tol) and self.tol > 0):
             raise ConfigError(f"tol must be > 0, got {self.tol}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ConfigError(f"threshold must lie in (0, 1), got {self.threshold}")
         if self.hu_range is not None:
             lo, hi = (float(v) for v in self.hu_range)
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
@@ -135,18 +129,9 @@ class RandomWalkerConfig:
 
 
 @dataclass
-class _State:
-    prompts: tuple[Prompt, ...]
-    result: RoundResult | None
-    roi: tuple[slice, slice, slice] | None = None
-
-
-@dataclass
 class _Scan:
-    """Per-volume cache: canonical windowed image, out-of-range mask, geometry."""
+    """Per-volume cache: canonical windowed image, out-of-range mask, spacing."""
 
-    volume: Volume
-    reorientation: Reorientation
     image: np.ndarray  # canonical (Z, Y, X) float32 in [0, 1]
     out_of_range: np.ndarray | None  # canonical (Z, Y, X) bool, None if HU unknown/disabled
     spacing_zyx: tuple[float, float, float]
@@ -291,22 +276,30 @@ def random_walk_probability(
     return out.reshape(np.shape(seeds)).astype(np.float32)
 
 
-class RandomWalkerSession:
-    """Stateful random-walker segmentation of one scan at a time (see module docstring)."""
+class RandomWalkerEngine:
+    """The random-walker baseline behind the :class:`~ichseg.interaction.engine.Engine`
+    protocol (see the module docstring); wrap it in an
+    :class:`~ichseg.interaction.session.InteractiveSession` to use it."""
+
+    name = "random_walker"
 
     def __init__(self, config: RandomWalkerConfig | None = None) -> None:
         self.config = config or RandomWalkerConfig()
         self._scan: _Scan | None = None
-        self._states: list[_State] = [_State((), None)]
-        self._pointer = 0
-        self._pending: list[Prompt] = []
+
+    def config_dict(self) -> dict[str, Any]:
+        d = asdict(self.config)
+        if d.get("hu_range") is not None:
+            d["hu_range"] = list(d["hu_range"])
+        return d
+
+    def model_info(self) -> dict[str, Any]:
+        return {}
 
     # ------------------------------------------------------------------ volume
-    def set_volume(self, volume: Volume) -> None:
-        """Load a scan: reorient to canonical, window to [0, 1], find out-of-range voxels."""
-        t0 = time.perf_counter()
+    def encode(self, canonical: Volume) -> None:
+        """Window the canonical scan to [0, 1] and find out-of-range voxels."""
         cfg = self.config
-        canonical, reo = to_canonical(volume)
         win = window_volume(
             canonical, cfg.window, assume_stored_window_ok=cfg.assume_stored_window_ok
         )
@@ -316,105 +309,40 @@ class RandomWalkerSession:
             m = out_of_range_mask(canonical, cfg.hu_range)
             oor = None if m is None else np.ascontiguousarray(m.transpose(2, 1, 0))
         sx, sy, sz = canonical.spacing
-        self._scan = _Scan(volume, reo, image, oor, (sz, sy, sx))
-        self.grid_ref = GridRef.from_volume(canonical)
-        self._states = [_State((), None)]
-        self._pointer = 0
-        self._pending = []
-        self.set_volume_seconds = time.perf_counter() - t0
+        self._scan = _Scan(image, oor, (sz, sy, sx))
 
     def _require_scan(self) -> _Scan:
         if self._scan is None:
-            raise PromptError("no volume loaded: call set_volume() first")
+            raise PromptError("no volume encoded: call encode() first")
         return self._scan
 
-    @property
-    def state(self) -> _State:
-        return self._states[self._pointer]
-
-    @property
-    def round_index(self) -> int:
-        """Number of rounds in the current (undo-aware) history."""
-        return self._pointer
-
-    # ------------------------------------------------------------------ prompts
-    def add_prompt(self, prompt: Prompt) -> None:
-        """Queue a :class:`Click` or :class:`Scribble` (canonical ``(z, y, x)`` voxel indices)."""
-        self._require_scan()
-        if not isinstance(prompt, Click | Scribble):
-            raise PromptError(f"expected a Click or Scribble, got {type(prompt).__name__}")
-        validate(prompt, self.grid_ref)
-        self._pending.append(prompt)
-
-    def add_prompts(self, prompts: Iterable[Prompt]) -> None:
-        for p in prompts:
-            self.add_prompt(p)
-
-    def add_click(
-        self, z: int, y: float, x: float, positive: bool = True, radius: float | None = None
-    ) -> None:
-        self.add_prompt(Click(z, y, x, positive, radius or self.config.click_radius))
-
-    def add_scribble(
-        self,
-        z: int,
-        points: Sequence[tuple[float, float]],
-        positive: bool = True,
-        width: float | None = None,
-    ) -> None:
-        self.add_prompt(Scribble(z, points, positive, width or self.config.scribble_width))
-
-    @property
-    def prompts(self) -> tuple[Prompt, ...]:
-        """All prompts in effect: those of the rounds so far plus pending ones."""
-        return (*self.state.prompts, *self._pending)
-
     # ------------------------------------------------------------------ the round
-    def run_round(self) -> RoundResult:
-        """Segment with all prompts so far; returns the result on the original grid."""
+    def predict(
+        self,
+        prompts: Sequence[Prompt],
+        new_prompts: Sequence[Prompt],
+        previous: np.ndarray | None,
+        state: Any,
+    ) -> EngineOutput:
+        """Random walker on the ROI of all prompts so far (the previous round is not used)."""
         scan = self._require_scan()
-        if not self._pending:
-            raise PromptError("no new prompts since the last round: add a click or scribble first")
-        t0 = time.perf_counter()
-        prev = self.state
-        prompts = (*prev.prompts, *self._pending)
-        new_slices = sorted({p.z for p in self._pending})
         timings: dict[str, float] = {}
-        prob_zyx, roi = self._segment(scan, prompts, timings)
-
-        t = time.perf_counter()
-        prob = scan.reorientation.undo(np.ascontiguousarray(prob_zyx.transpose(2, 1, 0)))
-        prob = prob.astype(np.float32, copy=False)
-        mask = (prob >= self.config.threshold).astype(np.uint8)
-        volume_ml = float(mask.sum()) * scan.volume.voxel_volume_ml
-        timings["map_back"] = time.perf_counter() - t
-        previous_ml = prev.result.volume_ml if prev.result else 0.0
-        result = RoundResult(
-            index=self._pointer + 1,
+        prob, roi = self._segment(scan, prompts, timings)
+        return EngineOutput(
             probability=prob,
-            mask=mask,
-            volume_ml=volume_ml,
-            delta_ml=volume_ml - previous_ml,
-            interacted_slices=new_slices,
+            state=roi,
             propagated_slices=[] if roi is None else list(range(roi[0].start, roi[0].stop)),
-            seconds=time.perf_counter() - t0,
             timings=timings,
         )
-        self._states = self._states[: self._pointer + 1]
-        self._states.append(_State(prompts, result, roi))
-        self._pointer += 1
-        self._pending = []
-        return result
 
-    def user_labels(self, prompts: Sequence[Prompt] | None = None) -> dict[int, np.ndarray]:
+    def user_labels(self, prompts: Sequence[Prompt]) -> dict[int, np.ndarray]:
         """Per prompted slice, an int8 ``(Y, X)`` map of seed labels (0 none, 1 pos, 2 neg).
 
         Prompts are drawn in order, so a later prompt overrides an earlier one where they overlap.
         """
-        self._require_scan()
-        _, ny, nx = self.grid_ref.shape_zyx
+        _, ny, nx = self._require_scan().image.shape
         out: dict[int, np.ndarray] = {}
-        for p in self.prompts if prompts is None else prompts:
+        for p in prompts:
             hint = rasterize_slice([p], (ny, nx), p.z)
             lab = out.setdefault(p.z, np.zeros((ny, nx), np.int8))
             ch = HINT_POSITIVE if p.positive else HINT_NEGATIVE
@@ -560,56 +488,3 @@ class RandomWalkerSession:
             timings["rw_nonfinite"] = float(bad.sum())
             prob[bad] = 0.0
         return prob
-
-    # ------------------------------------------------------------------ results
-    def probability(self) -> Volume:
-        """Current probability map on the original grid (float32 volume)."""
-        vol = self._require_scan().volume
-        res = self.state.result
-        arr = res.probability if res else np.zeros(vol.shape, np.float32)
-        return vol.with_array(arr, Intensity(IntensityKind.UNKNOWN), kind="probability")
-
-    def mask(self) -> Volume:
-        """Current mask on the original grid and affine (uint8 label volume)."""
-        vol = self._require_scan().volume
-        res = self.state.result
-        return vol.as_label(res.mask if res else np.zeros(vol.shape, np.uint8))
-
-    @property
-    def volume_ml(self) -> float:
-        res = self.state.result
-        return res.volume_ml if res else 0.0
-
-    @property
-    def roi(self) -> tuple[slice, slice, slice] | None:
-        """Canonical ``(z, y, x)`` ROI of the current round (``None`` before any/without one)."""
-        return self.state.roi
-
-    def results(self) -> list[RoundResult]:
-        """Results of the rounds in the current history (undo-aware)."""
-        return [s.result for s in self._states[1 : self._pointer + 1] if s.result is not None]
-
-    # ------------------------------------------------------------------ undo / redo
-    def undo(self) -> None:
-        """Undo the last round (and drop prompts not yet run)."""
-        if self._pending:
-            self._pending = []
-            return
-        if self._pointer == 0:
-            raise PromptError("nothing to undo")
-        self._pointer -= 1
-
-    def redo(self) -> None:
-        if self._pointer + 1 >= len(self._states):
-            raise PromptError("nothing to redo")
-        if self._pending:
-            raise PromptError("cannot redo while new prompts are pending; run or undo them")
-        self._pointer += 1
-
-    @property
-    def can_undo(self) -> bool:
-        return bool(self._pending) or self._pointer > 0
-
-    @property
-    def can_redo(self) -> bool:
-        return not self._pending and self._pointer + 1 < len(self._states)

@@ -112,6 +112,9 @@ class HPINetConfig:
     use_memory: bool = True
     use_affinity: bool = True
     use_fusion: bool = True
+    # prompt encoding (not in the paper): what the networks see of the rasterised strokes
+    hint_sigma_px: float = 0.0  #: > 0 adds a Gaussian halo of this sigma to every stroke
+    new_prompt_channel: bool = False  #: extra input channel: this round's prompts (+1 / -1)
     # memory/speed
     checkpointing: bool = False
 
@@ -162,10 +165,16 @@ class HPINetConfig:
         need(self.key_dim >= 1 and self.value_dim >= 1, "key_dim and value_dim must be positive")
         need(self.top_k is None or self.top_k >= 1, f"top_k must be None or >= 1, got {self.top_k}")
         need(self.norm in NORM_KINDS, f"norm must be one of {NORM_KINDS}, got {self.norm!r}")
+        need(self.hint_sigma_px >= 0, f"hint_sigma_px must be >= 0, got {self.hint_sigma_px}")
         need(
             self.propagation in PROPAGATION_MODES,
             f"propagation must be one of {PROPAGATION_MODES}, got {self.propagation!r}",
         )
+
+    @property
+    def input_channels(self) -> tuple[str, ...]:
+        """Channel order of the VIM and SIM inputs."""
+        return INPUT_CHANNELS + (("new_prompts",) if self.new_prompt_channel else ())
 
     @property
     def vim_channels(self) -> tuple[int, int, int]:
@@ -317,7 +326,7 @@ class HPINet(nn.Module):
         self.mpffm: MPFFM | None = None
         if cfg.propagation != "slice":
             self.vim = VIM(
-                len(INPUT_CHANNELS),
+                len(cfg.input_channels),
                 cfg.vim_base,
                 cfg.vim_levels,
                 cfg.vim_pools,
@@ -330,7 +339,7 @@ class HPINet(nn.Module):
             self.fcm = FCM(cfg.vim_channels, cfg.fcm_out_channels, self.vim.depth_strides[:3])
         if cfg.propagation != "volume":
             self.sim = SIM(
-                len(INPUT_CHANNELS),
+                len(cfg.input_channels),
                 block=cfg.sim_block,
                 layers=cfg.sim_layers,
                 widths=cfg.sim_widths,
@@ -394,34 +403,76 @@ class HPINet(nn.Module):
                     f"{name} {tuple(t.shape)} does not match volume {tuple(volume.shape)}"
                 )
 
-    def vim_input(self, volume: Tensor, hints: Tensor, prev_mask: Tensor) -> Tensor:
-        """Build the VIM input ``(B, 4, D, ceil(H/ds), ceil(W/ds))`` from slice-resolution tensors:
-        area-average the image and previous mask, max-pool the hints."""
+    def encode_hints(self, hints: Tensor) -> Tensor:
+        """What the networks see of binary hint maps ``(..., C, [D,] H, W)``: the strokes, plus
+        a Gaussian halo of ``hint_sigma_px`` (peak 1 at a stroke, clamped to 1) when set."""
+        sigma = float(self.config.hint_sigma_px)
+        if sigma <= 0:
+            return hints
+        radius = max(1, math.ceil(3 * sigma))
+        x = torch.arange(-radius, radius + 1, dtype=hints.dtype, device=hints.device)
+        k = torch.exp(-(x**2) / (2 * sigma**2))
+        shape = hints.shape
+        flat = hints.reshape(-1, 1, shape[-2], shape[-1])
+        drawn = flat.flatten(1).amax(dim=1) > 0  # only prompted slices have anything to blur
+        if not bool(drawn.any()):
+            return hints
+        sel = flat[drawn]
+        blur = F.conv2d(sel, k.view(1, 1, 1, -1), padding=(0, radius))
+        blur = F.conv2d(blur, k.view(1, 1, -1, 1), padding=(radius, 0))
+        out = flat.clone()
+        out[drawn] = torch.maximum(sel, blur.clamp(max=1.0))
+        return out.reshape(shape)
+
+    def _new_channel(self, new_hints: Tensor | None, like: Tensor) -> list[Tensor]:
+        """The signed new-prompt channel (``[]`` unless the model has it; zeros if not given)."""
+        if not self.config.new_prompt_channel:
+            return []
+        if new_hints is None:
+            return [torch.zeros_like(like[:, :1])]
+        enc = self.encode_hints(new_hints)
+        return [
+            enc[:, HINT_POSITIVE : HINT_POSITIVE + 1] - enc[:, HINT_NEGATIVE : HINT_NEGATIVE + 1]
+        ]
+
+    def vim_input(
+        self, volume: Tensor, hints: Tensor, prev_mask: Tensor, new_hints: Tensor | None = None
+    ) -> Tensor:
+        """Build the VIM input ``(B, C, D, ceil(H/ds), ceil(W/ds))`` from slice-resolution
+        tensors: encode the hints, area-average the image and previous mask, max-pool the hints
+        (``new_hints``: this round's prompts, used by models with ``new_prompt_channel``)."""
         self._check_volume_inputs(volume, hints, prev_mask)
         ds = self.config.vim_downsample
         d, h, w = volume.shape[-3:]
+        hints = self.encode_hints(hints)
+        new = self._new_channel(new_hints, hints)
         if ds > 1:
             size = (d, math.ceil(h / ds), math.ceil(w / ds))
             volume = F.adaptive_avg_pool3d(volume, size)
             prev_mask = F.adaptive_avg_pool3d(prev_mask, size)
             hints = F.adaptive_max_pool3d(hints, size)
-        return torch.cat([volume, hints, prev_mask], dim=1)
+            new = [
+                F.adaptive_max_pool3d(n.clamp(min=0), size)
+                - F.adaptive_max_pool3d((-n).clamp(min=0), size)
+                for n in new
+            ]
+        return torch.cat([volume, hints, prev_mask, *new], dim=1)
 
     # ------------------------------------------------------------------ inference building blocks
     def vim_forward(
-        self, volume: Tensor, hints: Tensor, prev_mask: Tensor
+        self, volume: Tensor, hints: Tensor, prev_mask: Tensor, new_hints: Tensor | None = None
     ) -> tuple[Tensor, VIMFeatures]:
         """VIM logits ``(B, 1, D, ceil(H/ds), ceil(W/ds))`` and features, from slice-resolution
         ``volume (B,1,D,H,W)``, ``hints (B,2,D,H,W)``, ``prev_mask (B,1,D,H,W)``."""
         vim = self._need(self.vim, "the VIM")
-        return vim(self.vim_input(volume, hints, prev_mask))
+        return vim(self.vim_input(volume, hints, prev_mask, new_hints))
 
     def run_vim(
-        self, volume: Tensor, hints: Tensor, prev_mask: Tensor
+        self, volume: Tensor, hints: Tensor, prev_mask: Tensor, new_hints: Tensor | None = None
     ) -> tuple[Tensor, VIMFeatures]:
         """Like :meth:`vim_forward` but returns the probability ``sigmoid(logits)`` on the VIM
         grid; use :meth:`vim_to_slices` to bring it to slice resolution."""
-        logits, feats = self.vim_forward(volume, hints, prev_mask)
+        logits, feats = self.vim_forward(volume, hints, prev_mask, new_hints)
         return torch.sigmoid(logits), feats
 
     @staticmethod
@@ -441,9 +492,16 @@ class HPINet(nn.Module):
         flat = resize2d(flat, size)
         return flat.reshape(b, d, c, *flat.shape[-2:]).permute(0, 2, 1, 3, 4)
 
-    def run_sim(self, slice_img: Tensor, slice_hints: Tensor, slice_prev: Tensor) -> Tensor:
+    def run_sim(
+        self,
+        slice_img: Tensor,
+        slice_hints: Tensor,
+        slice_prev: Tensor,
+        slice_new: Tensor | None = None,
+    ) -> Tensor:
         """SIM logits ``(N, 1, H, W)`` from ``slice_img (N,1,H,W)``, ``slice_hints (N,2,H,W)``
-        (channel 0 positive, 1 negative) and ``slice_prev (N,1,H,W)``."""
+        (channel 0 positive, 1 negative), ``slice_prev (N,1,H,W)`` and, for models with
+        ``new_prompt_channel``, this round's prompts ``slice_new (N,2,H,W)``."""
         sim = self._need(self.sim, "the SIM")
         if slice_img.dim() != 4 or slice_hints.dim() != 4 or slice_prev.dim() != 4:
             raise DimensionalityError("run_sim expects (N, C, H, W) tensors")
@@ -453,7 +511,8 @@ class HPINet(nn.Module):
             )
         if not (slice_img.shape[-2:] == slice_hints.shape[-2:] == slice_prev.shape[-2:]):
             raise GeometryError("run_sim inputs differ in size")
-        return sim(torch.cat([slice_img, slice_hints, slice_prev], dim=1))
+        new = self._new_channel(slice_new, slice_hints)
+        return sim(torch.cat([slice_img, self.encode_hints(slice_hints), slice_prev, *new], dim=1))
 
     def fcm_features(
         self,
@@ -533,6 +592,8 @@ class HPINet(nn.Module):
         prev_mask: Tensor,
         r_index: int,
         k_indices: Sequence[int],
+        new_hints: Tensor | None = None,
+        memory: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Any]:
         """Training forward pass.
 
@@ -540,6 +601,9 @@ class HPINet(nn.Module):
             volume, hints, prev_mask: slice-resolution tensors (see module docstring).
             r_index: the prompted slice ``S_r`` (segmented by the SIM).
             k_indices: target slices in propagation order, starting next to ``r``.
+            new_hints: this round's prompts ``(B,2,D,H,W)`` (models with ``new_prompt_channel``).
+            memory: earlier interaction frames ``(keys (B,F,kd,h,w), values (B,F,vd,h,w))``
+                added to the memory bank before ``S_r`` (as at inference after several rounds).
 
         Returns:
             ``{"vim_logits": (B,1,D,h,w) on the VIM grid or None (slice mode),
@@ -570,14 +634,19 @@ class HPINet(nn.Module):
         }
         feats: VIMFeatures | None = None
         if self.vim is not None:
-            vim_logits, feats = self.vim_forward(volume, hints, prev_mask)
+            vim_logits, feats = self.vim_forward(volume, hints, prev_mask, new_hints)
             out["vim_logits"] = vim_logits
             if self.config.propagation == "volume":
                 out["sim_logits"] = self.vim_to_slices(vim_logits, (h, w), [r])
                 out["mpffm_logits"] = [self.vim_to_slices(vim_logits, (h, w), [k]) for k in ks]
                 return out
 
-        sim_logits = self.run_sim(volume[:, :, r], hints[:, :, r], prev_mask[:, :, r])
+        sim_logits = self.run_sim(
+            volume[:, :, r],
+            hints[:, :, r],
+            prev_mask[:, :, r],
+            None if new_hints is None else new_hints[:, :, r],
+        )
         out["sim_logits"] = sim_logits
 
         order = [r, *ks]
@@ -594,6 +663,13 @@ class HPINet(nn.Module):
         key_r = frame_keys[0]
         value_r = self.encode_value(volume[:, :, r], torch.sigmoid(sim_logits), key_r)
         bank_r = MemoryBank.from_frame(key_r.key, value_r, r)
+        if memory is not None:
+            mem_k, mem_v = memory
+            bank_r = MemoryBank(
+                torch.cat([mem_k, bank_r.keys], dim=1),
+                torch.cat([mem_v, bank_r.values], dim=1),
+                [-1] * int(mem_k.shape[1]) + bank_r.frames,
+            )
         prev: tuple[Tensor, Tensor, int] | None = None
         for i, k in enumerate(ks):
             if prev is None:
@@ -620,9 +696,11 @@ class HPINet(nn.Module):
         prev_mask: Tensor,
         r_index: int,
         k_indices: Sequence[int],
+        new_hints: Tensor | None = None,
+        memory: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Any]:
         """Alias of :meth:`forward_train` (so hooks and FLOP counters see a normal call)."""
-        return self.forward_train(volume, hints, prev_mask, r_index, k_indices)
+        return self.forward_train(volume, hints, prev_mask, r_index, k_indices, new_hints, memory)
 
 
 @register_model("hpinet")

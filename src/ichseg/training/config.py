@@ -11,6 +11,7 @@ import yaml
 
 from ichseg.errors import ConfigError
 from ichseg.training.data import SamplerConfig
+from ichseg.training.iterative import IterativeConfig
 from ichseg.training.losses import LossWeights
 
 
@@ -35,6 +36,9 @@ class TrainConfig:
     weight_decay: float = 1e-7
     loss: LossWeights = field(default_factory=LossWeights)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    iterative: IterativeConfig = field(default_factory=IterativeConfig)
+    #: validation: rounds of full simulated sessions per case (0: one fixed slice sample)
+    val_rounds: int = 0
     seed: int = 0
     log_every: int = 10
     val_every: int = 200
@@ -72,7 +76,9 @@ class TrainConfig:
         elif isinstance(data.get("loss"), str):
             data["loss"] = LossWeights.preset(data["loss"])
         if isinstance(data.get("sampler"), dict):
-            data["sampler"] = SamplerConfig(**data["sampler"])
+            data["sampler"] = _typed(SamplerConfig, data["sampler"], "sampler")
+        if isinstance(data.get("iterative"), dict):
+            data["iterative"] = _typed(IterativeConfig, data["iterative"], "iterative")
         return cls(**data)
 
     def save(self, path: str | Path) -> Path:
@@ -91,3 +97,11 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: a training config must be a YAML mapping")
         return cls.from_dict(data)
+
+
+def _typed(cls: Any, data: dict[str, Any], what: str) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} option(s): {', '.join(unknown)}")
+    return cls(**data)

@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,10 @@ from ichseg.interaction.hints import rasterize_prompts
 from ichseg.interaction.point_sampler import simulate_training_prompts
 from ichseg.interaction.previous_mask import synthesize_previous_mask
 from ichseg.interaction.scribble_robot import ScribbleRobot
-from ichseg.preprocess.model_input import prepare_image, prepare_mask
+from ichseg.io.volume import Volume
+from ichseg.preprocess.model_input import ModelGrid, prepare_image, prepare_mask
+from ichseg.preprocess.spatial import center_pad_or_crop, resize
+from ichseg.preprocess.windowing import apply_window
 
 TRAINING_ROBOT = ScribbleRobot(kernel_size=0.12, kernel_jitter=0.2)
 
@@ -42,20 +46,39 @@ class PreparedCase:
     image: np.ndarray  # float32 [0, 1]
     mask: np.ndarray  # uint8 {0, 1}
     spacing_zyx: tuple[float, float, float]
+    hu: np.ndarray | None = None  # float16 HU on the same grid (for domain randomisation)
 
     @property
     def positive_slices(self) -> np.ndarray:
         return np.flatnonzero(self.mask.reshape(self.mask.shape[0], -1).any(axis=1))
 
 
+def network_grid_hu(volume: Volume, grid: ModelGrid) -> np.ndarray:
+    """The scan in (approximate) HU on the network grid ``(Z, S, S)``, float16: square-padded
+    with air (-1000 HU) and area-resized like :func:`prepare_image`."""
+    canon = grid.canonical
+    hu = canon.hu().transpose(2, 1, 0)
+    side = grid.square_shape[1]
+    square, _ = center_pad_or_crop(np.ascontiguousarray(hu), (None, side, side), value=-1000.0)
+    out, _ = resize(square, (None, *grid.model_shape[1:]), order="area")
+    return np.asarray(out, dtype=np.float16)
+
+
 def prepare_case(
-    case: Case, slice_size: int, window: str = "brain", cache_dir: Path | None = None
+    case: Case,
+    slice_size: int,
+    window: str = "brain",
+    cache_dir: Path | None = None,
+    *,
+    with_hu: bool = False,
 ) -> PreparedCase:
-    """Load, window and resize one case (cached as ``.npz`` keyed by path, size and window)."""
+    """Load, window and resize one case (cached as ``.npz`` keyed by path, size and window);
+    ``with_hu`` also keeps the HU image for domain randomisation."""
     key = hashlib.sha1(
         f"{case.image_path}|{case.mask_path}|{slice_size}|{window}".encode()
     ).hexdigest()[:12]
-    cache = None if cache_dir is None else Path(cache_dir) / f"{case.case_id}-{key}.npz"
+    suffix = "-hu" if with_hu else ""
+    cache = None if cache_dir is None else Path(cache_dir) / f"{case.case_id}-{key}{suffix}.npz"
     if cache is not None and cache.exists():
         with np.load(cache) as z:
             return PreparedCase(
@@ -63,6 +86,7 @@ def prepare_case(
                 z["image"].astype(np.float32),
                 z["mask"],
                 tuple(float(s) for s in z["spacing"]),  # type: ignore[arg-type]
+                z["hu"] if "hu" in z.files else None,
             )
     volume = case.load_image()
     image, grid = prepare_image(volume, slice_size, window)
@@ -73,13 +97,19 @@ def prepare_case(
     # Stored as float16 in the cache: use the same precision now so a resumed run (reading the
     # cache) sees bit-identical inputs.
     image = image.astype(np.float16).astype(np.float32)
-    prepared = PreparedCase(case.case_id, image, mask, grid.spacing_zyx)
+    hu = network_grid_hu(volume, grid) if with_hu else None
+    prepared = PreparedCase(case.case_id, image, mask, grid.spacing_zyx, hu)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         # one temporary file per process: DDP ranks may prepare the same case at once
         tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
+        extra = {} if hu is None else {"hu": hu}
         np.savez_compressed(
-            tmp, image=image.astype(np.float16), mask=mask, spacing=np.array(grid.spacing_zyx)
+            tmp,
+            image=image.astype(np.float16),
+            mask=mask,
+            spacing=np.array(grid.spacing_zyx),
+            **extra,
         )
         tmp.replace(cache)
     return prepared
@@ -100,6 +130,10 @@ class SamplerConfig:
     #: previous-round mask modes and their probabilities (None: ``DEFAULT_PREVIOUS_MASK_PROBS``);
     #: e.g. ``{"zero": 0.3, "morphology": 0.15, "opening": 0.1, "z_shift": 0.15, "noisy": 0.3}``
     previous_mask_probs: dict[str, float] | None = None
+    #: domain randomisation of the HU image before windowing (``None``: off; a dict of
+    #: :class:`ichseg.data.domain.DomainRandomization` fields, ``{}`` for its defaults)
+    domain_randomization: dict[str, Any] | None = None
+    window: str = "brain"  #: window applied after domain randomisation
 
     def distance_limit(self, step: int) -> int:
         if self.curriculum_steps <= 0:
@@ -135,23 +169,54 @@ def choose_targets(r: int, depth: int, num: int, limit: int, rng: np.random.Gene
     return out
 
 
-def build_sample(
-    case: PreparedCase, cfg: SamplerConfig, rng: np.random.Generator, step: int
-) -> dict[str, object]:
-    """One training sample as torch tensors with a batch axis of 1."""
+def augment(
+    case: PreparedCase, cfg: SamplerConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], list[str]]:
+    """Left-right flip, domain randomisation (HU, before the window) and intensity jitter of one
+    case: ``(image in [0, 1], bool mask, spacing, names of the randomisations applied)``."""
     gt = case.mask.astype(bool)
-    positive = case.positive_slices
-    if positive.size == 0:
-        raise EmptyMaskError(f"case {case.case_id} has no hemorrhage to prompt")
-    image = case.image.astype(np.float32)
-    if rng.random() < cfg.flip_prob:
-        image, gt = image[:, :, ::-1], gt[:, :, ::-1]
+    spacing = tuple(float(v) for v in case.spacing_zyx)
+    applied: list[str] = []
+    flip = rng.random() < cfg.flip_prob
+    if cfg.domain_randomization is not None:
+        if case.hu is None:
+            raise EmptyMaskError(
+                f"case {case.case_id} was prepared without HU; domain randomisation needs it"
+            )
+        from ichseg.data.domain import DomainRandomization, randomize
+
+        dr = DomainRandomization(**cfg.domain_randomization)
+        hu = case.hu.astype(np.float32)
+        if flip:
+            hu, gt = hu[:, :, ::-1], gt[:, :, ::-1]
+        hu, mask, spacing, applied = randomize(
+            np.ascontiguousarray(hu), gt.astype(np.uint8), spacing, rng, dr
+        )
+        gt = mask.astype(bool)
+        image = apply_window(hu, cfg.window)
+    else:
+        image = case.image.astype(np.float32)
+        if flip:
+            image, gt = image[:, :, ::-1], gt[:, :, ::-1]
     if cfg.intensity_jitter > 0:
         a = 1.0 + rng.uniform(-cfg.intensity_jitter, cfg.intensity_jitter)
         b = rng.uniform(-cfg.intensity_jitter, cfg.intensity_jitter)
         image = np.clip(image * a + b, 0.0, 1.0)
+    return np.ascontiguousarray(image, np.float32), np.ascontiguousarray(gt), spacing, applied
+
+
+def build_sample(
+    case: PreparedCase, cfg: SamplerConfig, rng: np.random.Generator, step: int
+) -> dict[str, object]:
+    """One training sample as torch tensors with a batch axis of 1."""
+    if case.positive_slices.size == 0:
+        raise EmptyMaskError(f"case {case.case_id} has no hemorrhage to prompt")
+    image, gt, spacing, applied = augment(case, cfg, rng)
+    positive = np.flatnonzero(gt.reshape(gt.shape[0], -1).any(axis=1))
+    if positive.size == 0:
+        raise EmptyMaskError(f"case {case.case_id}: no hemorrhage left after augmentation")
     prev, prev_mode = synthesize_previous_mask(
-        gt, rng, probs=cfg.previous_mask_probs, spacing_zyx=case.spacing_zyx
+        gt, rng, probs=cfg.previous_mask_probs, spacing_zyx=spacing
     )
     r = int(rng.choice(positive))
     use_scribble = rng.random() < cfg.scribble_prob
@@ -179,7 +244,12 @@ def build_sample(
         "gt": t(gt)[None],
         "r_index": r,
         "k_indices": targets,
-        "info": {"case_id": case.case_id, "prev_mode": prev_mode, "scribble": use_scribble},
+        "info": {
+            "case_id": case.case_id,
+            "prev_mode": prev_mode,
+            "scribble": use_scribble,
+            "domain": applied,
+        },
     }
 
 

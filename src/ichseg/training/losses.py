@@ -29,8 +29,16 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     return (1.0 - (2.0 * inter + eps) / (denom + eps)).mean()
 
 
-def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+def bce_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean binary cross-entropy; ``weight`` (same shape) weights voxels (normalised by its
+    mean, so the loss scale does not change with the amount of emphasis)."""
+    if weight is None:
+        return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+    wt = weight.float()
+    per = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    return (per * wt).sum() / wt.sum().clamp(min=1e-6)
 
 
 @dataclass(frozen=True)
@@ -60,14 +68,26 @@ class LossWeights:
         raise ConfigError(f"unknown loss preset {name!r}; choose 'paper' or 'code'")
 
 
-def dice_ce(logits: torch.Tensor, target: torch.Tensor, w: LossWeights) -> torch.Tensor:
-    """``a*Dice + b*CE`` for one prediction."""
+def dice_ce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    w: LossWeights,
+    voxel_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``a*Dice + b*CE`` for one prediction (``voxel_weight`` weights the CE term)."""
     loss = logits.new_zeros((), dtype=torch.float32)
     if w.dice:
         loss = loss + w.dice * soft_dice_loss(logits, target)
     if w.ce:
-        loss = loss + w.ce * bce_loss(logits, target)
+        loss = loss + w.ce * bce_loss(logits, target, voxel_weight)
     return loss
+
+
+def _pool_weight(weight: torch.Tensor | None, size: tuple[int, ...]) -> torch.Tensor | None:
+    if weight is None or tuple(weight.shape[2:]) == tuple(size):
+        return weight
+    pool = F.adaptive_max_pool3d if weight.ndim == 5 else F.adaptive_max_pool2d
+    return pool(weight.float(), size)
 
 
 def downsample_target(target: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
@@ -104,26 +124,39 @@ def hpinet_loss(
     r_index: int,
     k_indices: list[int],
     weights: LossWeights | None = None,
+    voxel_weight: torch.Tensor | None = None,
 ) -> LossBreakdown:
     """Composite loss of one :meth:`HPINet.forward_train` call.
 
     ``gt_volume`` is ``(B, 1, D, H, W)`` binary at slice resolution. VSL compares the VIM logits with
     the GT pooled to the VIM grid; SSL averages the SIM slice loss and every propagated slice loss;
-    FCL averages over every FCM auxiliary map.
+    FCL averages over every FCM auxiliary map. ``voxel_weight`` (``(B, 1, D, H, W)``, >= 0, not in
+    the paper) weights the CE terms, e.g. to stress voxels near a correction.
     """
+    vw = voxel_weight
     w = weights or LossWeights()
     zero = gt_volume.new_zeros((), dtype=torch.float32)
 
     vsl = zero
     vim_logits = outputs.get("vim_logits")
     if vim_logits is not None and w.volume:
-        vsl = dice_ce(vim_logits, downsample_target(gt_volume, tuple(vim_logits.shape[2:])), w)
+        size = tuple(vim_logits.shape[2:])
+        vsl = dice_ce(vim_logits, downsample_target(gt_volume, size), w, _pool_weight(vw, size))
 
     slice_terms = []
     if outputs.get("sim_logits") is not None:
-        slice_terms.append(dice_ce(outputs["sim_logits"], gt_volume[:, :, r_index], w))
+        slice_terms.append(
+            dice_ce(
+                outputs["sim_logits"],
+                gt_volume[:, :, r_index],
+                w,
+                None if vw is None else vw[:, :, r_index],
+            )
+        )
     for k, logits in zip(k_indices, outputs.get("mpffm_logits", []), strict=False):
-        slice_terms.append(dice_ce(logits, gt_volume[:, :, k], w))
+        slice_terms.append(
+            dice_ce(logits, gt_volume[:, :, k], w, None if vw is None else vw[:, :, k])
+        )
     ssl = torch.stack(slice_terms).mean() if slice_terms else zero
 
     fcm_terms = []

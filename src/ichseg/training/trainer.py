@@ -59,6 +59,8 @@ LOG_FIELDS = (
     "fcl",
     "val_dice",
     "val_vim_dice",
+    "val_dice_final",
+    "val_noc85",
     "lr",
     "seconds",
 )
@@ -230,7 +232,8 @@ class Trainer:
         from rich.progress import track
 
         items = track(cases, description=f"preparing {label} cases") if self.progress else cases
-        return [prepare_case(c, slice_size, self.cfg.window, cache) for c in items]
+        with_hu = self.cfg.sampler.domain_randomization is not None
+        return [prepare_case(c, slice_size, self.cfg.window, cache, with_hu=with_hu) for c in items]
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
@@ -300,6 +303,11 @@ class Trainer:
             for k, v in source.items()
             if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) == tuple(own[k].shape)
         }
+        for k, v in source.items():  # first convolutions of a model with more input channels
+            if k in own and k not in matched and isinstance(v, torch.Tensor):
+                widened = _widen_input_channels(v, own[k])
+                if widened is not None:
+                    matched[k] = widened
         if not matched:
             raise ConfigError(f"--init {p}: no parameter matches this model ({self.cfg.preset})")
         self.model.load_state_dict(matched, strict=False)
@@ -331,21 +339,51 @@ class Trainer:
 
     def _next_sample(self, step: int) -> dict[str, Any]:
         for attempt in range(16):
-            sample = self.stream(step * 16 + attempt) if attempt else self.stream(step)
-            if sample["k_indices"]:
+            key = step * 16 + attempt if attempt else step
+            if self.cfg.iterative.enabled:
+                sample = self._iterative_sample(key, step)
+            else:
+                sample = self.stream(key)
+            if sample is not None and sample["k_indices"]:
                 return sample
         raise EmptyMaskError("could not draw a training sample with propagation targets")
+
+    def _iterative_sample(self, key: int, step: int) -> dict[str, Any] | None:
+        from ichseg.training.iterative import build_iterative_sample
+
+        rng = sample_rng(self.cfg.seed, key, self.dist.rank)
+        cases = self.stream.cases
+        case = cases[int(rng.integers(len(cases)))]
+        try:
+            return build_iterative_sample(
+                self.model, case, self.cfg.sampler, self.cfg.iterative, rng, step
+            )
+        except (ConfigError, EmptyMaskError):  # e.g. a crop left no hemorrhage: draw again
+            return None
 
     def train_step(self, step: int) -> dict[str, float]:
         """One optimisation step on the sample of ``step`` (deterministic per step)."""
         self.model.train()
         torch.manual_seed(int(sample_rng(self.cfg.seed, step, self.dist.rank, 1).integers(2**31)))
         s = self._to_device(self._next_sample(step))
+        extra = {}
+        if "new_hints" in s:
+            memory = s.get("memory")
+            if memory is not None:
+                memory = tuple(m.to(self.device) for m in memory)
+            extra = {"new_hints": s["new_hints"], "memory": memory}
         with self._autocast():
             outputs = self.train_model(
-                s["volume"], s["hints"], s["prev_mask"], s["r_index"], s["k_indices"]
+                s["volume"], s["hints"], s["prev_mask"], s["r_index"], s["k_indices"], **extra
             )
-        losses = hpinet_loss(outputs, s["gt"], s["r_index"], s["k_indices"], self.cfg.loss)
+        losses = hpinet_loss(
+            outputs,
+            s["gt"],
+            s["r_index"],
+            s["k_indices"],
+            self.cfg.loss,
+            voxel_weight=s.get("loss_weight"),
+        )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses.total).backward()
         if self.cfg.grad_clip:
@@ -357,7 +395,22 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean slice Dice (SIM + propagated targets) and VIM 3D Dice on fixed val samples."""
+        """Selection metric ``val_dice``: with ``val_rounds`` > 0 the mean Dice over that many
+        rounds of full simulated sessions (:func:`~ichseg.training.iterative.interactive_validation`,
+        which rewards following corrections), else the mean slice Dice (SIM + propagated
+        targets) of one fixed sample per validation case; ``val_vim_dice`` is always the VIM's
+        3D Dice on those samples."""
+        slice_val = self._validate_slices()
+        if self.cfg.val_rounds > 0:
+            from ichseg.training.iterative import interactive_validation
+
+            inter = interactive_validation(
+                self.model, self.val_cases, self.cfg.val_rounds, self.cfg.seed
+            )
+            return {**inter, "val_vim_dice": slice_val["val_vim_dice"]}
+        return slice_val
+
+    def _validate_slices(self) -> dict[str, float]:
         self.model.eval()
         slice_scores, vim_scores = [], []
         for idx, case in enumerate(self.val_cases):
@@ -509,3 +562,17 @@ def cross_validate(cfg: TrainConfig, folds: list[int] | None = None) -> list[dic
             ).to_json(splits_file)
         results.append({"fold": fold, **train(fold_cfg)})
     return results
+
+
+def _widen_input_channels(source: torch.Tensor, own: torch.Tensor) -> torch.Tensor | None:
+    """A convolution weight ``source`` for a model whose same layer takes more input channels
+    (``own``): the old channels are copied, the new ones start at zero, so the widened model
+    computes exactly what the source did until it learns to use them. ``None`` if the shapes
+    differ in any other way."""
+    if source.ndim < 3 or source.ndim != own.ndim or source.shape[1] >= own.shape[1]:
+        return None
+    if source.shape[0] != own.shape[0] or source.shape[2:] != own.shape[2:]:
+        return None
+    out = torch.zeros_like(own)
+    out[:, : source.shape[1]] = source.to(own.dtype)
+    return out
