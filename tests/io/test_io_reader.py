@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -15,6 +16,7 @@ from ichseg.errors import (
     EmptyMaskError,
     GeometryError,
     InputFileError,
+    InputWarning,
     IntensityError,
 )
 from ichseg.io import (
@@ -99,8 +101,14 @@ def test_windowed_data_detected_or_declared(tmp_path: Path) -> None:
     win = Window(40, 255)
     data = (np.clip((hu - win.lo) / win.width, 0, 1) * 85).round().astype(np.int16) * 3
     path = _save_nifti(data, make_affine((0.5, 0.5, 6.0)), tmp_path / "w.nii.gz")
-    detected = load_volume(path)
-    assert detected.intensity.kind == IntensityKind.WINDOWED and detected.intensity.window is None
+    with pytest.warns(InputWarning, match=r"assuming the brain 40/80 window.*--input-window"):
+        detected = load_volume(path)
+    assert detected.intensity.kind == IntensityKind.WINDOWED
+    assert detected.intensity.window == Window(40, 80)
+    assert detected.intensity.note == "window assumed brain 40/80"
+    assert detected.meta["intensity_source"] == "assumed"
+    unknown = load_volume(path, assume_window=None)
+    assert unknown.intensity.window is None
     declared = load_volume(path, input_window=win)
     assert declared.intensity.window == win and declared.intensity.stored_range == (0.0, 255.0)
     assert declared.meta["intensity_source"] == "declared"
@@ -255,10 +263,16 @@ def test_saved_mask_is_uint8_with_source_geometry(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not CASE166.exists(), reason="real case166 not available")
 def test_case166_loads_as_lps_windowed() -> None:
-    img = load_volume(CASE166 / "image.nii.gz")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img = load_volume(CASE166 / "image.nii.gz")
+    ours = [w for w in caught if issubclass(w.category, InputWarning)]
+    assert len(ours) == 1 and "assuming the brain 40/80 window" in str(ours[0].message)
+    assert "\n" not in str(ours[0].message)
     assert img.shape == (512, 512, 24) and img.axcodes == ("L", "P", "S")
     assert img.spacing == pytest.approx((0.48828125, 0.48828125, 6.0))
-    assert img.intensity.kind == IntensityKind.WINDOWED and img.intensity.window is None
+    assert img.intensity.kind == IntensityKind.WINDOWED and img.intensity.window == Window(40, 80)
+    assert "window assumed brain 40/80" in img.intensity.describe()
     mask = load_mask(CASE166 / "mask.nii.gz", img, allow_empty=False)
     assert int(mask.array.sum()) == 18420
     assert isinstance(mask, Volume) and mask.array.dtype == np.uint8

@@ -40,14 +40,34 @@ def test_presets_and_parsing() -> None:
     assert parse_window("subdural") == Window(75, 215)
     assert parse_window("Soft-Tissue") == Window(50, 350)
     assert parse_window("40,80") == Window(40, 80)
-    assert parse_window("500/2000") == WINDOW_PRESETS["bone"]
+    assert parse_window("600/2800") == WINDOW_PRESETS["bone"]
     assert parse_window((40, 40)) == WINDOW_PRESETS["stroke"]
     with pytest.raises(IntensityError, match="unknown window"):
         parse_window("lung-ish")
     with pytest.raises(IntensityError):
         parse_window("40,-5")
-    # bone window: 500 HU is the centre
-    assert apply_window(np.array([500.0]), "bone")[0] == pytest.approx(0.5)
+    # bone window: 600 HU is the centre
+    assert apply_window(np.array([600.0]), "bone")[0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("brain", (40, 80)),
+        ("BRAIN", (40, 80)),
+        ("subdural", (75, 215)),
+        ("stroke", (40, 40)),
+        ("bone", (600, 2800)),
+        ("50.5,85", (50.5, 85)),
+        (" 40 , 80 ", (40, 80)),
+        ("40/80", (40, 80)),
+        ("L40 W80", (40, 80)),
+        ("W:80 L:40", (40, 80)),
+        ("level 75 width 215", (75, 215)),
+    ],
+)
+def test_window_presets_and_level_width_forms(spec: str, expected: tuple[float, float]) -> None:
+    assert parse_window(spec) == Window(*expected)
 
 
 def test_non_finite_rejected() -> None:

@@ -29,9 +29,16 @@ if TYPE_CHECKING:
         read_dicom_series,
         write_dicom_series,
     )
-    from ichseg.io.intensity import IntensityStats, detect_intensity, intensity_stats, validate_ct
+    from ichseg.io.intensity import (
+        IntensityStats,
+        detect_intensity,
+        intensity_stats,
+        plausibility_problems,
+        validate_ct,
+    )
     from ichseg.io.nifti import read_nifti, write_nifti
     from ichseg.io.reader import (
+        DEFAULT_MAX_BYTES,
         DEFAULT_MAX_VOXELS,
         image_format,
         load_mask,
@@ -49,9 +56,11 @@ _LAZY: dict[str, str] = {
     "IntensityStats": "ichseg.io.intensity",
     "detect_intensity": "ichseg.io.intensity",
     "intensity_stats": "ichseg.io.intensity",
+    "plausibility_problems": "ichseg.io.intensity",
     "validate_ct": "ichseg.io.intensity",
     "read_nifti": "ichseg.io.nifti",
     "write_nifti": "ichseg.io.nifti",
+    "DEFAULT_MAX_BYTES": "ichseg.io.reader",
     "DEFAULT_MAX_VOXELS": "ichseg.io.reader",
     "image_format": "ichseg.io.reader",
     "load_mask": "ichseg.io.reader",
@@ -78,6 +87,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "CANONICAL_AXCODES",
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_VOXELS",
     "Intensity",
     "IntensityKind",
@@ -94,6 +104,7 @@ __all__ = [
     "load_mask",
     "load_volume",
     "make_affine",
+    "plausibility_problems",
     "read_dicom_series",
     "read_nifti",
     "read_sitk",

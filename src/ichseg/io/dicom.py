@@ -36,6 +36,7 @@ from ichseg.errors import (
     DimensionalityError,
     GeometryError,
     InputFileError,
+    InputWarning,
     IntensityError,
 )
 from ichseg.io.volume import Intensity, IntensityKind, Volume
@@ -55,6 +56,15 @@ TILT_DRIFT_TOL_PIXELS = 0.1
 #: Show progress by default for series with more files than this (when stderr is a terminal).
 PROGRESS_MIN_FILES = 64
 
+#: Files with these suffixes are not expected to be DICOM: skipped silently when they are not.
+#: Any other file (no suffix, UID-like names such as ``1.2.840.1234``, ``.IMA``...) that cannot be
+#: read as DICOM is skipped with a warning naming it; a broken ``.dcm`` file is an error.
+_NON_DICOM = (
+    "txt json xml csv tsv md rst html htm pdf doc docx rtf jpg jpeg png gif bmp tif tiff zip gz "
+    "tgz bz2 xz 7z tar nii nrrd nhdr mha mhd raw img hdr db ini cfg inf log exe dll bat sh py js "
+    "css lnk url yaml yml"
+)
+NON_DICOM_SUFFIXES = frozenset(f".{ext}" for ext in _NON_DICOM.split())
 _DICM_OFFSET = 128
 _IMAGE_REQUIRED = ("SOPInstanceUID", "SeriesInstanceUID", "Rows", "Columns", "PixelData")
 
@@ -172,6 +182,42 @@ def _read_header(path: Path) -> Dataset | None:
     return None
 
 
+def _pixel_data_truncated(path: Path, ds: Dataset) -> str | None:
+    """Why the (deferred, unread) pixel data of ``ds`` cannot be complete, else ``None``."""
+    if "PixelData" not in ds:
+        return None
+    elem = ds.get_item("PixelData")
+    length, tell = getattr(elem, "length", None), getattr(elem, "value_tell", None)
+    if not isinstance(length, int) or not isinstance(tell, int) or length == 0xFFFFFFFF:
+        return None  # already read, or encapsulated (compressed) data of undefined length
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if tell + length > size:
+        return f"pixel data truncated: {max(0, size - tell)} of {length} bytes present"
+    return None
+
+
+def _warn_skipped(folder: Path, skipped: list[tuple[Path, str]]) -> None:
+    if not skipped:
+        return
+    shown = "; ".join(f"{_rel(folder, f)} ({why})" for f, why in skipped[:5])
+    more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    warnings.warn(
+        f"{folder}: skipped {len(skipped)} file(s) that are not readable DICOM: {shown}{more}",
+        InputWarning,
+        stacklevel=4,
+    )
+
+
+def _rel(folder: Path, path: Path) -> str:
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
+
+
 def _iter_files(folder: Path) -> Iterator[Path]:
     for p in sorted(folder.rglob("*")):
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts):
@@ -191,13 +237,31 @@ def _scan(folder: Path, progress: bool | None) -> tuple[dict[str, list[_Header]]
         raise InputFileError(f"{folder}: expected a folder holding a DICOM series")
     files = list(_iter_files(folder))
     groups: dict[str, list[_Header]] = {}
+    skipped: list[tuple[Path, str]] = []
     for path in tqdm(
         files, desc="scanning DICOM", unit="file", disable=not _show_progress(progress, len(files))
     ):
-        ds = _read_header(path)
-        if ds is None or not _is_image(ds):
+        suffix = path.suffix.lower()
+        try:
+            ds = _read_header(path)
+            if ds is not None and _is_image(ds):
+                why = _pixel_data_truncated(path, ds)
+                if why is not None:
+                    raise DicomSeriesError(f"{path}: {why}")
+        except DicomSeriesError as exc:
+            if suffix == ".dcm":  # named as DICOM: a broken one is an error
+                raise
+            reason = str(exc).removeprefix(f"{path}: ")
+            skipped.append((path, reason))
+            continue
+        if ds is None:
+            if suffix not in NON_DICOM_SUFFIXES:
+                skipped.append((path, "not a DICOM file"))
+            continue
+        if not _is_image(ds):
             continue
         groups.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(_Header(path, ds))
+    _warn_skipped(folder, skipped)
     return groups, len(files)
 
 
@@ -233,6 +297,56 @@ def _floats(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
         raise DicomSeriesError(f"{path}: {keyword} must hold {n} finite numbers, got {value!r}")
     return arr
+
+
+def _instance_number(ds: Dataset) -> int | None:
+    with contextlib.suppress(TypeError, ValueError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = ds.get("InstanceNumber")
+        if value not in (None, ""):
+            return int(value)
+    return None
+
+
+def _check_one_frame_of_reference(headers: list[_Header]) -> None:
+    """Slices of one stack share a FrameOfReferenceUID (positions in different frames of
+    reference cannot be stacked)."""
+    frames: dict[str, list[_Header]] = {}
+    for h in headers:
+        uid = str(h.ds.get("FrameOfReferenceUID", "") or "")
+        if uid:
+            frames.setdefault(uid, []).append(h)
+    if len(frames) > 1:
+        shown = "; ".join(
+            f"{uid}: {len(hs)} file(s), e.g. {hs[0].path.name}"
+            for uid, hs in list(frames.items())[:4]
+        )
+        raise DicomSeriesError(
+            f"one SeriesInstanceUID but {len(frames)} frames of reference ({shown}); the folder "
+            "holds separate stacks under one series UID; split them into separate folders"
+        )
+
+
+def _check_instance_numbers(numbers: list[int | None], label: Any) -> None:
+    """Distinct slices of one stack have distinct InstanceNumbers: slices at different positions
+    sharing numbers are interleaved stacks (two acquisitions/reconstructions in one series)."""
+    if any(n is None for n in numbers) or len(set(numbers)) <= 1:
+        return  # absent or blanked by an anonymiser: nothing to learn
+    where: dict[int, list[int]] = {}
+    for idx, n in enumerate(numbers):
+        where.setdefault(int(n), []).append(idx)  # type: ignore[arg-type]
+    repeated = {n: idxs for n, idxs in where.items() if len(idxs) > 1}
+    if not repeated:
+        return
+    shown = "; ".join(
+        f"InstanceNumber {n} on " + " and ".join(label(i) for i in idxs[:3])
+        for n, idxs in sorted(repeated.items())[:4]
+    )
+    raise DicomSeriesError(
+        f"{len(repeated)} InstanceNumber(s) occur on more than one slice position ({shown}); the "
+        "series holds interleaved stacks (two acquisitions or reconstructions under one "
+        "SeriesInstanceUID); split them (e.g. by AcquisitionNumber) and load one"
+    )
 
 
 @dataclass(frozen=True)
@@ -297,18 +411,26 @@ def _stack_geometry(headers: list[_Header]) -> _Stack:
             f"{first.path}: the series has a single 2D image; a 3D series needs at least 2 slices"
         )
 
+    _check_one_frame_of_reference(headers)
     dist = ipp @ normal
     order = np.argsort(dist, kind="stable")
     dist, pos = dist[order], ipp[order]
     names = [headers[i].path.name for i in order]
+    numbers = [_instance_number(headers[i].ds) for i in order]
+
+    def label(n: int) -> str:  # "IM0005 (#5, 12.500 mm)"
+        num = f"#{numbers[n]}, " if numbers[n] is not None else ""
+        return f"{names[n]} ({num}{dist[n]:.3f} mm)"
+
     gaps = np.diff(dist)
     dup = np.nonzero(gaps < DUPLICATE_TOL_MM)[0]
     if dup.size:
-        shown = "; ".join(f"{dist[d]:.3f} mm ({names[d]}, {names[d + 1]})" for d in dup[:5])
+        shown = "; ".join(f"{label(d)} and {label(d + 1)}" for d in dup[:5])
         raise DicomSeriesError(
             f"{len(dup)} duplicate slice position(s) along the slice normal: {shown}; the series "
             "mixes acquisitions, echoes or time points (pick one, or split the folder)"
         )
+    _check_instance_numbers(numbers, label)
     step_len = float(np.median(gaps))
     tol = max(SPACING_ABS_TOL_MM, SPACING_REL_TOL * step_len)
     bad = np.nonzero(np.abs(gaps - step_len) > tol)[0]
@@ -317,8 +439,7 @@ def _stack_geometry(headers: list[_Header]) -> _Stack:
         missing = np.round(ratios)
         if np.all(missing >= 2) and np.all(np.abs(ratios - missing) < 0.1):
             shown = "; ".join(
-                f"{int(m) - 1} between {dist[b]:.3f} and {dist[b + 1]:.3f} mm "
-                f"({names[b]}, {names[b + 1]})"
+                f"{int(m) - 1} between {label(b)} and {label(b + 1)}"
                 for b, m in zip(bad[:5], missing[:5], strict=False)
             )
             raise DicomSeriesError(
@@ -326,10 +447,14 @@ def _stack_geometry(headers: list[_Header]) -> _Stack:
                 f"{step_len:.4g} mm): {shown}; the folder is incomplete"
             )
         found = ", ".join(f"{g:.4g}" for g in np.unique(np.round(gaps, 3))[:8])
+        shown = "; ".join(
+            f"{gaps[b]:.4g} mm between {label(b)} and {label(b + 1)}" for b in bad[:5]
+        )
+        more = f" and {bad.size - 5} more" if bad.size > 5 else ""
         raise DicomSeriesError(
-            f"slice spacing is not uniform: spacings {found} mm (median {step_len:.4g} mm), "
-            f"e.g. {gaps[bad[0]]:.4g} mm between {names[bad[0]]} and {names[bad[0] + 1]}; "
-            "resample the series to a regular spacing first"
+            f"slice spacing is not uniform: spacings {found} mm (median {step_len:.4g} mm); "
+            f"{bad.size} irregular step(s): {shown}{more}; the folder may hold interleaved "
+            "stacks, or resample the series to a regular spacing first"
         )
     n = len(pos)
     step = (pos[-1] - pos[0]) / (n - 1)
@@ -380,6 +505,19 @@ def _optional_float(ds: Dataset, keyword: str) -> float | None:
         value = ds.get(keyword)
         if value not in (None, ""):
             return float(value)
+    return None
+
+
+def _optional_first_float(ds: Dataset, keyword: str) -> float | None:
+    """The first value of a possibly multi-valued numeric tag (WindowCenter...), else ``None``."""
+    with contextlib.suppress(TypeError, ValueError, IndexError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = ds.get(keyword)
+        if isinstance(value, pydicom.multival.MultiValue):
+            value = value[0] if len(value) else None
+        if value not in (None, ""):
+            out = float(value)
+            return out if math.isfinite(out) else None
     return None
 
 
@@ -467,6 +605,7 @@ def read_dicom_series(
     correct_tilt: bool = False,
     allow_non_ct: bool = False,
     max_voxels: int | None = None,
+    max_bytes: int | None = None,
     progress: bool | None = None,
 ) -> Volume:
     """Read one CT series from ``folder`` (searched recursively) as an HU :class:`Volume`.
@@ -499,7 +638,7 @@ def read_dicom_series(
     if modality and modality != "CT" and not allow_non_ct:
         raise IntensityError(
             f"{root}: series {uid} has modality {modality}, not CT; ichseg expects head CT "
-            "(pass allow_non_ct=True to load it anyway)"
+            "(pass allow_non_ct=True, CLI --allow-non-ct, to load it anyway)"
         )
     stack = _stack_geometry(headers)
     rows, cols = int(first.Rows), int(first.Columns)
@@ -508,6 +647,13 @@ def read_dicom_series(
         raise DimensionalityError(
             f"{root}: series of {cols}x{rows}x{n} = {rows * cols * n} voxels exceeds the limit "
             f"of {max_voxels} voxels"
+        )
+    if max_bytes is not None and rows * cols * n * 8 > max_bytes:  # int16/float32 + float32 copy
+        raise DimensionalityError(
+            f"{root}: series of {cols}x{rows}x{n} voxels needs about "
+            f"{rows * cols * n * 8 / 1024**3:.3g} GiB of memory to load with a working copy, more "
+            f"than the budget of {max_bytes / 1024**3:.3g} GiB (raise max_bytes or "
+            "ICHSEG_MAX_BYTES)"
         )
     gantry = _optional_float(first, "GantryDetectorTilt")
     tilt_note = f" (header GantryDetectorTilt {gantry:g} degrees)" if gantry is not None else ""
@@ -554,6 +700,8 @@ def read_dicom_series(
         "n_slices": n,
         "slice_spacing": stack.slice_spacing,
         "slice_thickness": _optional_float(first, "SliceThickness"),
+        "window_center": _optional_first_float(first, "WindowCenter"),
+        "window_width": _optional_first_float(first, "WindowWidth"),
         "gantry_tilt_deg": stack.tilt_deg if stack.tilted else 0.0,
         "tilt_corrected": stack.tilted,
         "files": [str(h.path) for h in ordered],

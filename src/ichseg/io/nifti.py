@@ -64,8 +64,31 @@ def read_nifti(path: str | Path, intensity: Intensity | None = None) -> Volume:
         "dtype": str(data.dtype),
         "qform_code": int(img.header["qform_code"]),
         "sform_code": int(img.header["sform_code"]),
+        # free text and display range: where a window of already-windowed data may be recorded
+        "descrip": _header_text(img.header, "descrip"),
+        "intent_name": _header_text(img.header, "intent_name"),
+        "cal_min": _header_float(img.header, "cal_min"),
+        "cal_max": _header_float(img.header, "cal_max"),
     }
     return Volume(data, affine, intensity or Intensity.hu(), meta)
+
+
+def _header_text(header: Any, key: str) -> str:
+    try:
+        raw = header[key]
+        value = raw.item() if hasattr(raw, "item") else raw
+        text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    except (KeyError, ValueError, TypeError):
+        return ""
+    return text.split("\x00", 1)[0].strip()
+
+
+def _header_float(header: Any, key: str) -> float | None:
+    try:
+        value = float(header[key])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return value if np.isfinite(value) else None
 
 
 def write_nifti(volume: Volume, path: str | Path, dtype: np.dtype | type | None = None) -> Path:

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import math
 import os
+import re
 import shutil
 import struct
 import tempfile
+import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,18 +39,22 @@ from ichseg.errors import (
     GeometryError,
     IchsegError,
     InputFileError,
+    InputWarning,
     IntensityError,
 )
 from ichseg.io.dicom import is_image_dataset, read_dicom_file_header, read_dicom_series
 from ichseg.io.intensity import (
+    ASSUMED_WINDOW,
     check_finite,
     detect_intensity,
     infer_stored_range,
     intensity_stats,
+    plausibility_problems,
+    resolve_window,
     validate_ct,
 )
 from ichseg.io.nifti import is_nifti, read_nifti, write_nifti
-from ichseg.io.sitk_io import SITK_SUFFIXES, is_sitk_path, read_image_size, read_sitk, write_sitk
+from ichseg.io.sitk_io import SITK_SUFFIXES, is_sitk_path, read_image_header, read_sitk, write_sitk
 from ichseg.io.volume import (
     Intensity,
     IntensityKind,
@@ -59,6 +66,18 @@ from ichseg.io.volume import (
 
 #: Default ceiling on the number of voxels a volume may have (2048 x 2048 x 1024).
 DEFAULT_MAX_VOXELS = 2048 * 2048 * 1024
+#: Default memory budget for reading one volume: the voxels as stored plus a float32 working copy
+#: (a 512 x 512 x 1000 int16 scan needs 1.5 GiB). Override per call (``max_bytes``) or with the
+#: environment variable ``ICHSEG_MAX_BYTES`` (bytes, or a number with K/M/G/T, e.g. ``16G``).
+DEFAULT_MAX_BYTES = 8 * 1024**3
+MAX_BYTES_ENV = "ICHSEG_MAX_BYTES"
+#: Bytes per voxel of the float32 working copy that processing makes of an image.
+WORKING_ITEMSIZE = 4
+#: A deflate (gzip/zlib) stream never expands by more than about 1032:1; a compressed file that
+#: would have to expand more than this (plus a little slack for tiny files) to hold the voxels its
+#: header declares is truncated or has a corrupt header.
+DEFLATE_MAX_RATIO = 1100
+DEFLATE_SLACK_BYTES = 64 * 1024
 SUPPORTED_INPUTS = (
     "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a folder holding a "
     "DICOM series"
@@ -88,8 +107,153 @@ def _as_input_error(path: Path) -> Iterator[None]:
         yield
     except IchsegError:
         raise
+    except MemoryError as exc:
+        raise DimensionalityError(
+            f"{path}: not enough memory to read the image ({exc or 'MemoryError'}); crop or "
+            "downsample it, or lower max_bytes / ICHSEG_MAX_BYTES so it is refused up front"
+        ) from exc
     except _PARSE_ERRORS as exc:
         raise InputFileError(f"{path}: unreadable file ({type(exc).__name__}: {exc})") from exc
+
+
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_byte_size(text: str | int) -> int:
+    """``"16G"``, ``"512MiB"``, ``"1e9"`` or an int -> bytes (binary units). :class:`ConfigError`
+    for anything else or a value < 1."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", str(text))
+        try:
+            value = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()] if m else float("nan")
+        except ValueError:
+            value = float("nan")
+    if not math.isfinite(value) or value < 1:
+        raise ConfigError(f"invalid memory budget {text!r}: use bytes or e.g. 8G, 512M")
+    return int(value)
+
+
+def default_max_bytes() -> int:
+    """The memory budget of one volume: ``ICHSEG_MAX_BYTES`` if set, else ``DEFAULT_MAX_BYTES``."""
+    env = os.environ.get(MAX_BYTES_ENV)
+    if env is None or not env.strip():
+        return DEFAULT_MAX_BYTES
+    try:
+        return parse_byte_size(env)
+    except ConfigError as exc:
+        raise ConfigError(f"environment variable {MAX_BYTES_ENV}: {exc}") from exc
+
+
+def _resolve_max_bytes(max_bytes: int | None) -> int:
+    return default_max_bytes() if max_bytes is None else parse_byte_size(max_bytes)
+
+
+def _human(n: float) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} bytes"
+
+
+def check_declared_size(
+    path: Path,
+    shape: tuple[int, ...],
+    dtype: str,
+    bytes_per_voxel: int,
+    *,
+    max_bytes: int,
+    data_file: Path | None = None,
+    data_offset: int = 0,
+    encoding: str = "raw",
+    work_itemsize: int = WORKING_ITEMSIZE,
+) -> None:
+    """Refuse, before anything is allocated, a header that declares more voxel data than its file
+    can hold or than the memory budget allows.
+
+    * ``encoding="raw"``: ``data_offset + voxels * bytes_per_voxel`` must fit in ``data_file``;
+    * ``encoding="gzip"`` (deflate): the compressed bytes after ``data_offset`` must be able to
+      expand to the declared size (at most ``DEFLATE_MAX_RATIO`` : 1);
+    * always: the voxels as stored plus a ``work_itemsize`` working copy must fit ``max_bytes``.
+
+    Raises :class:`InputFileError` (file too small) or :class:`DimensionalityError` (budget), both
+    naming the declared shape and the file size or budget.
+    """
+    n = math.prod(int(s) for s in shape)
+    declared = n * int(bytes_per_voxel)
+    dims = "x".join(str(int(s)) for s in shape)
+    what = f"a {dims} image of {dtype} ({_human(declared)} of voxel data)"
+    if data_file is not None and encoding in ("raw", "gzip"):
+        try:
+            size = data_file.stat().st_size
+        except OSError:
+            size = None
+        if size is not None:
+            # raw: the bytes after the offset; deflate: the whole compressed file (the offset is
+            # a position in the uncompressed stream)
+            available = max(0, size - int(data_offset)) if encoding == "raw" else size
+            where = "" if data_file == path else f" (data file {data_file.name})"
+            if encoding == "raw" and declared > available:
+                raise InputFileError(
+                    f"{path}: the header declares {what} starting at byte {int(data_offset)}, but "
+                    f"the file{where} has only {size} bytes; it is truncated or its header is "
+                    "corrupt"
+                )
+            if encoding == "gzip" and declared > available * DEFLATE_MAX_RATIO + (
+                DEFLATE_SLACK_BYTES
+            ):
+                raise InputFileError(
+                    f"{path}: the header declares {what}, but the compressed file{where} has only "
+                    f"{size} bytes, which cannot expand to that much (deflate expands at most "
+                    f"~{DEFLATE_MAX_RATIO}:1); it is truncated or its header is corrupt"
+                )
+    needed = declared + n * int(work_itemsize)
+    if needed > max_bytes:
+        raise DimensionalityError(
+            f"{path}: the header declares {what}; loading it needs about {_human(needed)} of "
+            f"memory with a working copy, more than the budget of {_human(max_bytes)}; crop or "
+            f"downsample it, or raise the budget (max_bytes=..., environment {MAX_BYTES_ENV})"
+        )
+
+
+def _check_nifti_header(path: Path, max_voxels: int, max_bytes: int, work_itemsize: int) -> None:
+    try:
+        img = nib.load(str(path))
+        shape = tuple(int(s) for s in img.shape)
+        dtype = img.header.get_data_dtype()
+        # nibabel keeps the file's vox_offset on the array proxy (the header copy is reset)
+        offset = int(getattr(img.dataobj, "offset", 0) or img.header.get_data_offset())
+    except Exception:  # a broken header is reported by read_nifti
+        return
+    _check_voxels(path, shape, max_voxels)
+    check_declared_size(
+        path,
+        shape,
+        str(dtype),
+        int(dtype.itemsize),
+        max_bytes=max_bytes,
+        data_file=path,
+        data_offset=offset,
+        encoding="gzip" if str(path).lower().endswith(".gz") else "raw",
+        work_itemsize=work_itemsize,
+    )
+
+
+def _check_sitk_header(path: Path, max_voxels: int, max_bytes: int, work_itemsize: int) -> None:
+    header = read_image_header(path)
+    _check_voxels(path, header.size, max_voxels)
+    check_declared_size(
+        path,
+        header.size,
+        f"{header.bytes_per_voxel}-byte voxels",
+        header.bytes_per_voxel,
+        max_bytes=max_bytes,
+        data_file=header.data_file,
+        data_offset=header.data_offset,
+        encoding=header.encoding,
+        work_itemsize=work_itemsize,
+    )
 
 
 def _owned(array: np.ndarray) -> np.ndarray:
@@ -137,10 +301,12 @@ def _read_any(
     path: str | Path,
     *,
     max_voxels: int,
+    max_bytes: int,
     series_uid: str | None,
     correct_tilt: bool,
     allow_non_ct: bool,
     progress: bool | None,
+    work_itemsize: int = WORKING_ITEMSIZE,
 ) -> Volume:
     p = Path(path)
     fmt = image_format(p)
@@ -153,6 +319,7 @@ def _read_any(
             correct_tilt=correct_tilt,
             allow_non_ct=allow_non_ct,
             max_voxels=max_voxels,
+            max_bytes=max_bytes,
             progress=progress,
         )
     elif fmt == "dicom-file":
@@ -169,15 +336,11 @@ def _read_any(
             f"{p}: a single 2D DICOM image; pass the folder that holds the whole series"
         )
     elif fmt == "nifti":
-        shape: tuple[int, ...] | None = None
-        with contextlib.suppress(Exception):  # a broken header is reported by read_nifti below
-            shape = tuple(nib.load(str(p)).shape)
-        if shape is not None:
-            _check_voxels(p, shape, max_voxels)
+        _check_nifti_header(p, max_voxels, max_bytes, work_itemsize)
         with _as_input_error(p):
             vol = read_nifti(p)
     else:
-        _check_voxels(p, read_image_size(p), max_voxels)
+        _check_sitk_header(p, max_voxels, max_bytes, work_itemsize)
         with _as_input_error(p):
             vol = read_sitk(p)
     _check_voxels(p, vol.shape, max_voxels)
@@ -191,19 +354,32 @@ def load_volume(
     input_window: Window | None = None,
     allow_non_ct: bool = False,
     max_voxels: int = DEFAULT_MAX_VOXELS,
+    max_bytes: int | None = None,
     series_uid: str | None = None,
     correct_tilt: bool = False,
     input_range: tuple[float, float] | None = None,
+    assume_window: Window | None = ASSUMED_WINDOW,
     progress: bool | None = None,
 ) -> Volume:
     """Load a CT volume from a NIfTI/NRRD/MetaImage file or a DICOM series folder.
 
     Intensity: with ``input_window`` the data is declared windowed from that HU window (stored
     range ``input_range``, else inferred: ``0..1``, ``0..255`` or the window itself); otherwise it
-    is detected (raw HU, or windowed ``0..255`` with an unknown window). Non-CT-looking data raises
-    :class:`IntensityError` unless ``allow_non_ct`` (intensity ``UNKNOWN``). Volumes with more than
-    ``max_voxels`` voxels raise :class:`DimensionalityError`. ``series_uid`` and
-    ``correct_tilt`` apply to DICOM folders (see :func:`ichseg.io.dicom.read_dicom_series`).
+    is detected: raw HU (also skull-stripped HU, noted in ``intensity.note``), or windowed
+    ``0..255``, whose HU window is read from the header where recorded (DICOM WindowCenter/Width,
+    NIfTI descrip/intent_name/cal_min/cal_max) and otherwise ``assume_window`` (the brain window
+    40/80; announced in one :class:`~ichseg.errors.InputWarning`; ``None`` keeps it unknown).
+    Non-CT-looking data raises :class:`IntensityError` unless ``allow_non_ct`` (intensity
+    ``UNKNOWN``). CT that does not look like an image of a head (random values, no brain-tissue
+    peak) gives one :class:`~ichseg.errors.InputWarning` naming the failed checks.
+
+    Size: headers are checked before any voxel is read. More than ``max_voxels`` voxels, or more
+    memory than ``max_bytes`` (default :func:`default_max_bytes`: 8 GiB or ``ICHSEG_MAX_BYTES``)
+    for the voxels plus a float32 working copy, raises :class:`DimensionalityError`; a header
+    declaring more data than its file can hold raises :class:`InputFileError`.
+
+    ``series_uid`` and ``correct_tilt`` apply to DICOM folders (see
+    :func:`ichseg.io.dicom.read_dicom_series`).
     """
     p = Path(path)
     if input_range is not None and input_window is None:
@@ -211,6 +387,7 @@ def load_volume(
     vol = _read_any(
         p,
         max_voxels=max_voxels,
+        max_bytes=_resolve_max_bytes(max_bytes),
         series_uid=series_uid,
         correct_tilt=correct_tilt,
         allow_non_ct=allow_non_ct,
@@ -227,7 +404,8 @@ def load_volume(
                 stored = (lo, hi)
             else:
                 stored = infer_stored_range(vol.array, input_window, stats)
-            intensity, source = Intensity.windowed(input_window, stored), "declared"
+            intensity = Intensity.windowed(input_window, stored).with_note("window declared")
+            source = "declared"
         else:
             intensity, source = detect_intensity(vol.array, stats), "detected"
             if (
@@ -235,14 +413,29 @@ def load_volume(
                 and vol.meta.get("format") == "dicom"
                 and vol.meta.get("modality") == "CT"
             ):
-                intensity, source = Intensity.hu(), "dicom rescale"
+                intensity = Intensity.hu().with_note("DICOM CT after rescale")
+                source = "dicom rescale"
+            elif intensity.kind == IntensityKind.WINDOWED and intensity.window is None:
+                intensity, source = resolve_window(
+                    intensity, vol.meta, where=str(p), assume=assume_window
+                )
         vol.intensity = intensity
         vol.meta["intensity_source"] = source
+        vol.meta["intensity_description"] = intensity.describe()
         if intensity.kind == IntensityKind.UNKNOWN and allow_non_ct:
             return vol
         validate_ct(vol, stats)
     except IntensityError as exc:
         raise IntensityError(f"{p}: {exc}") from exc
+    problems = plausibility_problems(vol.array, vol.intensity)
+    if problems:
+        vol.meta["plausibility_problems"] = problems
+        warnings.warn(
+            f"{p}: does not look like a head CT: {'; '.join(problems)}; check the file "
+            "(masks computed from it would be meaningless)",
+            InputWarning,
+            stacklevel=2,
+        )
     return vol
 
 
@@ -253,6 +446,7 @@ def load_mask(
     allow_empty: bool = True,
     binarize: bool = True,
     max_voxels: int = DEFAULT_MAX_VOXELS,
+    max_bytes: int | None = None,
 ) -> Volume:
     """Load a mask (NIfTI, NRRD, MetaImage, or a DICOM-SEG onto its DICOM ``reference``) as a
     ``uint8`` label volume.
@@ -285,10 +479,12 @@ def load_mask(
         vol = _read_any(
             p,
             max_voxels=max_voxels,
+            max_bytes=_resolve_max_bytes(max_bytes),
             series_uid=None,
             correct_tilt=False,
             allow_non_ct=True,
             progress=False,
+            work_itemsize=1,
         )
     a = vol.array
     if a.dtype.kind not in "biuf":

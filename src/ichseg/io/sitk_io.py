@@ -8,6 +8,8 @@ A SimpleITK array is ``(k, j, i)``; ichseg arrays are ``(i, j, k)``.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from ichseg.io.volume import Intensity, IntensityKind, Volume
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 #: Flips the first two world axes: LPS <-> RAS (its own inverse).
 LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: Bytes of a NRRD/MetaImage file searched for the end of its text header.
+_HEADER_MAX_BYTES = 65536
 
 
 def is_sitk_path(path: str | Path) -> bool:
@@ -31,8 +35,31 @@ def _format_name(path: Path) -> str:
     return "nrrd" if path.suffix.lower() in (".nrrd", ".nhdr") else "metaimage"
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a NRRD/MetaImage header declares, read without touching the voxel data."""
+
+    size: tuple[int, ...]  #: ``(i, j, k, ...)``
+    bytes_per_voxel: int  #: component size x number of components
+    data_file: Path | None  #: the file holding the voxels (``None`` when not known)
+    data_offset: int  #: where the voxels start in ``data_file``
+    encoding: str  #: ``"raw"``, ``"gzip"`` (zlib/deflate) or ``"other"`` (ascii, bzip2, lists...)
+
+    @property
+    def declared_bytes(self) -> int:
+        return math.prod(self.size) * self.bytes_per_voxel
+
+
 def read_image_size(path: str | Path) -> tuple[int, ...]:
     """Image size ``(i, j, k, ...)`` from the header only (no voxel data is read)."""
+    return read_image_header(path).size
+
+
+def read_image_header(path: str | Path) -> ImageHeader:
+    """Size, voxel type and data location from the header only (no voxel data is read).
+
+    Raises :class:`InputFileError` when SimpleITK cannot read the header.
+    """
     p = Path(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
@@ -42,7 +69,77 @@ def read_image_size(path: str | Path) -> tuple[int, ...]:
         raise InputFileError(
             f"{p}: not a readable {_format_name(p)} file ({_first_line(exc)})"
         ) from exc
-    return tuple(int(s) for s in reader.GetSize())
+    size = tuple(int(s) for s in reader.GetSize())
+    n_comp = max(1, int(reader.GetNumberOfComponents()))
+    try:
+        component = int(sitk.Image([1, 1], reader.GetPixelID(), n_comp).GetSizeOfPixelComponent())
+    except RuntimeError:  # pragma: no cover - an exotic pixel type: assume the widest
+        component = 8
+    data_file, offset, encoding = _data_location(p)
+    return ImageHeader(size, component * n_comp, data_file, offset, encoding)
+
+
+def _data_location(path: Path) -> tuple[Path | None, int, str]:
+    """``(data file, offset, encoding)`` from a NRRD/MetaImage text header; unknown -> None."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_HEADER_MAX_BYTES)
+    except OSError:
+        return None, 0, "other"
+    lines = head.split(b"\n")
+    pos = 0
+    fields: dict[str, str] = {}
+    nrrd = head.startswith(b"NRRD")
+    whole = len(head) < _HEADER_MAX_BYTES  # else the last piece may be cut off
+    for raw in lines if whole else lines[:-1]:
+        pos += len(raw) + 1
+        line = raw.rstrip(b"\r").decode("latin-1")
+        if nrrd:
+            if not line.strip():  # a blank line ends a NRRD header
+                break
+            if line.startswith("#") or ":" not in line:
+                continue
+            key, _, value = line.partition(":")
+            fields[key.strip().lower().replace(" ", "")] = value.strip().lstrip("=").strip()
+        else:
+            key, sep, value = line.partition("=")
+            if not sep:
+                return None, 0, "other"
+            key = key.strip().lower()
+            fields[key] = value.strip()
+            if key == "elementdatafile":  # the last MetaImage header line
+                break
+    else:  # no end of header found: only a detached NRRD header may end with the file
+        if not (nrrd and whole and fields.get("datafile")):
+            return None, 0, "other"
+    if nrrd:
+        encoding = fields.get("encoding", "raw").lower()
+        encoding = {"raw": "raw", "gzip": "gzip", "gz": "gzip"}.get(encoding, "other")
+        name = fields.get("datafile", "")
+        if " " in name or name.upper().startswith("LIST"):
+            return None, 0, "other"  # file lists and patterns
+        skip = _int_field(fields, "byteskip")
+        if skip is None or skip < 0 or "lineskip" in fields:  # -1: data at the end of the file
+            return None, 0, "other"
+        data_file = path if not name else path.parent / name
+        return data_file, (0 if name else pos) + skip, encoding
+    compressed = fields.get("compresseddata", "false").lower() == "true"
+    name = fields.get("elementdatafile", "")
+    if not name or " " in name or "%" in name or name.upper() == "LIST":
+        return None, 0, "other"
+    local = name.upper() == "LOCAL"
+    header_size = 0 if local else _int_field(fields, "headersize")
+    if header_size is None or header_size < 0:  # -1: the data sits at the end of the file
+        return None, 0, "other"
+    data_file = path if local else path.parent / name
+    return data_file, pos if local else header_size, "gzip" if compressed else "raw"
+
+
+def _int_field(fields: dict[str, str], key: str) -> int | None:
+    try:
+        return int(fields.get(key, "0") or 0)
+    except ValueError:
+        return None
 
 
 def _first_line(exc: BaseException) -> str:

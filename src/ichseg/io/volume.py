@@ -74,6 +74,9 @@ class Intensity:
     kind: IntensityKind = IntensityKind.HU
     window: Window | None = None
     stored_range: tuple[float, float] | None = None
+    #: How the meaning was established, e.g. ``"skull-stripped (no air/bone)"`` or
+    #: ``"window assumed brain 40/80"``; informative only (not part of equality).
+    note: str = field(default="", compare=False)
 
     @classmethod
     def hu(cls) -> Intensity:
@@ -88,6 +91,28 @@ class Intensity:
         cls, window: Window | None, stored_range: tuple[float, float] = (0.0, 255.0)
     ) -> Intensity:
         return cls(IntensityKind.WINDOWED, window, (float(stored_range[0]), float(stored_range[1])))
+
+    def with_note(self, note: str) -> Intensity:
+        """The same meaning with ``note`` recorded (see :attr:`note`)."""
+        return dataclasses.replace(self, note=note)
+
+    def describe(self) -> str:
+        """One phrase for reports: ``"raw HU"``, ``"windowed 0..255 from L40/W80 (...)"``..."""
+        if self.kind == IntensityKind.HU:
+            text = "raw HU"
+        elif self.kind == IntensityKind.WINDOWED:
+            rng = ""
+            if self.stored_range is not None:
+                rng = f" {self.stored_range[0]:g}..{self.stored_range[1]:g}"
+            win = (
+                "unknown window"
+                if self.window is None
+                else f"L{self.window.level:g}/W{self.window.width:g}"
+            )
+            text = f"windowed{rng} from {win}"
+        else:
+            text = str(self.kind)
+        return f"{text}, {self.note}" if self.note else text
 
     def to_hu(self, array: np.ndarray) -> np.ndarray:
         """Approximate HU values of ``array`` (float32). Clipped values stay at the window edge."""

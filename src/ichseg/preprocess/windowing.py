@@ -1,14 +1,20 @@
 """HU windowing: map Hounsfield units linearly onto ``[0, 1]`` with clipping.
 
-Presets (level / width in HU):
+Presets (level / width in HU), accepted wherever a window is parsed (:func:`parse_window`,
+``--input-window``, ``--window``) next to ``"LEVEL,WIDTH"``:
 
 * ``brain`` 40 / 80 — the standard brain window and ichseg's default; PhysioNet CT-ICH was
-  released with (and ICH-HPINet trained on) this window mapped to 0..255.
+  released with (and ICH-HPINet trained on) this window mapped to 0..255. It is also the window
+  assumed for already-windowed 0..255 data whose window is recorded nowhere
+  (:data:`ichseg.io.intensity.ASSUMED_WINDOW`).
 * ``subdural`` 75 / 215 — a common subdural window; widened to separate thin extra-axial blood
-  from the adjacent skull (published values range roughly W130–300 / L50–100).
-* ``stroke`` 40 / 40 — the narrow stroke window (BJR 2011), which emphasises grey/white contrast.
-* ``bone`` 500 / 2000 — the usual bone window (W3000/L1000 is the "wide bone" alternative).
-* ``soft_tissue`` 50 / 350 — the standard soft-tissue window.
+  from the adjacent skull (Radiopaedia "Windowing (CT)", head and neck: subdural W130–300 /
+  L50–100; 75/215 lies in the middle of that range).
+* ``stroke`` 40 / 40 — the narrow stroke window (Radiopaedia "Windowing (CT)": W40/L40, or the
+  very narrow W8/L32 of Radiopaedia case 19148 / BJR 2011), which emphasises grey/white contrast.
+* ``bone`` 600 / 2800 — the head-and-neck bone window of Radiopaedia "Windowing (CT)" (temporal
+  bones W2800/L600); body bone windows are narrower (W2000/L500, or W3000/L1000 "wide bone").
+* ``soft_tissue`` 50 / 350 — the standard soft-tissue window (W350/L50).
 
 Already-windowed inputs (e.g. PhysioNet's 0..255 images) can be re-windowed only through their
 approximate HU values, so information outside the stored window is gone; see
@@ -21,26 +27,28 @@ import warnings
 
 import numpy as np
 
-from ichseg.errors import IntensityError
+from ichseg.errors import IchsegWarning, IntensityError
 from ichseg.io.volume import IntensityKind, Volume, Window
 
 WINDOW_PRESETS: dict[str, Window] = {
     "brain": Window(level=40.0, width=80.0),
     "subdural": Window(level=75.0, width=215.0),
     "stroke": Window(level=40.0, width=40.0),
-    "bone": Window(level=500.0, width=2000.0),
+    "bone": Window(level=600.0, width=2800.0),
     "soft_tissue": Window(level=50.0, width=350.0),
 }
 
 DEFAULT_WINDOW: Window = WINDOW_PRESETS["brain"]
 
 
-class ClippedWindowWarning(UserWarning):
+class ClippedWindowWarning(IchsegWarning):
     """The requested window reaches beyond the window the input was stored with."""
 
 
 def parse_window(spec: str | Window | tuple[float, float]) -> Window:
-    """A :class:`Window` from a preset name (``"brain"``), ``"level,width"`` or a tuple.
+    """A :class:`Window` from a preset name (``"brain"``, ``"subdural"``, ``"stroke"``,
+    ``"bone"``, ``"soft_tissue"``; case-insensitive), ``"level,width"`` / ``"level/width"``, a
+    labelled form such as ``"L40 W80"`` or ``"W:80 L:40"``, or a ``(level, width)`` tuple.
 
     Raises :class:`IntensityError` for unknown names or malformed numbers.
     """
@@ -60,6 +68,12 @@ def parse_window(spec: str | Window | tuple[float, float]) -> Window:
             return Window(float(parts[0]), float(parts[1]))
         except ValueError:
             pass
+    if any(c.isalpha() for c in text):  # "L40 W80", "W:80 L:40", "level 40 width 80"
+        from ichseg.io.intensity import parse_window_text
+
+        labelled = parse_window_text(text)
+        if labelled is not None:
+            return labelled
     names = ", ".join(WINDOW_PRESETS)
     raise IntensityError(f"unknown window {text!r}: use one of {names} or 'LEVEL,WIDTH' in HU")
 
@@ -110,7 +124,8 @@ def window_volume(
         if not assume_stored_window_ok:
             raise IntensityError(
                 "volume is already windowed but its HU window is unknown; declare it "
-                "(e.g. --input-window 40,80) or accept the stored window as is "
+                "(e.g. --input-window 40,80 or a preset: brain, subdural, stroke, bone) or accept "
+                "the stored window as is "
                 "(assume_stored_window_ok=True)"
             )
         arr = np.asarray(volume.array, dtype=np.float32)
