@@ -6,10 +6,13 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 from ichseg.app.demo import run_demo
 from ichseg.errors import ConfigError
+from ichseg.interaction.session import SessionConfig
 from ichseg.models.registry import build_model, save_model
+from ichseg.visualize.overlay import overlay_size
 
 TINY = {
     "slice_size": 32,
@@ -37,6 +40,45 @@ def test_demo_runs_three_rounds(tmp_path):
     log = json.loads(res.files["log"].read_text())
     assert log["format"] == "ichseg-interaction-log"
     assert res.summary["true_volume_ml"] > 0
+    # one overlay panel per round: ground truth + prediction + scribbles, Dice and mL titles
+    n = len(res.rounds)
+    with Image.open(res.files["overlay"]) as im:
+        assert im.size == overlay_size(n, n)
+    assert "engine" in log and log["engine"]["config"]["stroke_radius_mm"] == 10.0
+
+
+def test_demo_session_options(tmp_path):
+    torch.manual_seed(0)
+    ckpt = save_model(build_model("hpinet", "lite", **TINY), tmp_path / "tiny.pt")
+    lines: list[str] = []
+    res = run_demo(
+        tmp_path / "out",
+        weights=ckpt,
+        shape=(64, 64, 12),
+        rounds=1,
+        engine_options={"stroke_radius_mm": 0.0, "feed_previous": False},
+        session_config=SessionConfig(threshold=0.4),
+        echo=lines.append,
+    )
+    log = json.loads(res.files["log"].read_text())
+    assert log["engine"]["config"]["stroke_radius_mm"] == 0.0
+    assert log["engine"]["config"]["feed_previous"] is False
+    assert log["session_config"]["threshold"] == 0.4
+    assert any("stroke refinement 0 mm" in line for line in lines)
+
+
+def test_demo_cli_checks_options_first(tmp_path):
+    from typer.testing import CliRunner
+
+    from ichseg.cli import app, register_commands
+
+    register_commands()
+    runner = CliRunner()
+    out = tmp_path / "o"
+    for extra in (["--threshold", "0"], ["--stroke-radius-mm", "-2"], ["--rounds", "0"]):
+        res = runner.invoke(app, ["demo", "--out", str(out), *extra])
+        assert isinstance(res.exception, ConfigError), (extra, repr(res.exception))
+    assert not out.exists()
 
 
 def test_demo_without_weights_says_how_to_get_them(tmp_path, monkeypatch):

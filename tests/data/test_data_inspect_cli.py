@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ichseg_data_fixtures import SPACING, make_physionet, write
+from ichseg_data_fixtures import SPACING, head, make_physionet, write
 from typer.testing import CliRunner
 
 from ichseg.cli import app, register_commands
@@ -40,6 +40,7 @@ def test_inspect_table_and_json(runner: CliRunner, physio: Path, tmp_path: Path)
     assert r49["shape"] == [32, 32, 16] and r49["spacing_mm"] == list(SPACING)
     assert r49["orientation"] == "LPS" and rows["052"]["orientation"] == "RAS"
     assert r49["intensity"]["kind"] == "hu"
+    assert r49["intensity"]["detected"] == "raw HU" and r49["warnings"] == []
     assert r49["intensity"]["min"] == -1000 and r49["intensity"]["max"] == 1000
     voxel_ml = SPACING[0] * SPACING[1] * SPACING[2] / 1000
     n_vox = 6 * 8 * 5 + 3 * 3 * 2
@@ -97,6 +98,53 @@ def test_inspect_case166(runner: CliRunner, tmp_path: Path) -> None:
     row = json.loads(out.read_text())["cases"][0]
     assert row["case_id"] == "case166" and row["shape"] == [512, 512, 24]
     assert row["intensity"]["kind"] == "windowed"
+    assert (
+        row["intensity"]["detected"] == "windowed 0..255 from L40/W80, window assumed brain 40/80"
+    )
+    assert len(row["warnings"]) == 1  # the assumption, and no implausibility warning
     assert row["lesion_voxels"] == 18420
     assert row["lesion_ml"] == pytest.approx(26.35, abs=0.05)
     assert row["hemorrhage_slices"] == list(range(9, 16))
+
+
+def _one_case(root: Path, image: np.ndarray, mask: np.ndarray) -> Path:
+    write(root / "image.nii.gz", image)
+    write(root / "mask.nii.gz", mask)
+    return root
+
+
+def test_inspect_states_what_was_detected(runner: CliRunner, tmp_path: Path) -> None:
+    hu, mask = head()
+    hu = hu + np.random.default_rng(0).normal(0, 3, hu.shape).round().astype(np.int16)
+    stored = np.round(np.clip(hu / 80.0, 0, 1) * 255).astype(np.int16)  # brain window 0..255
+    stripped = np.where((hu > -500) & (hu < 500), hu, 0).astype(np.int16)  # no air, no skull
+    cases = {
+        "windowed": _one_case(tmp_path / "windowed", stored, mask),
+        "stripped": _one_case(tmp_path / "stripped", stripped, mask),
+    }
+    expected = {
+        "windowed": "windowed 0..255 from L40/W80, window assumed brain 40/80",
+        "stripped": "raw HU, skull-stripped (no air/bone)",
+    }
+    for name, root in cases.items():
+        out = tmp_path / f"{name}.json"
+        res = runner.invoke(app, ["inspect", str(root), "--json", str(out)])
+        assert res.exit_code == 0, res.output
+        row = json.loads(out.read_text())["cases"][0]
+        assert row["intensity"]["detected"] == expected[name]
+        if name == "windowed":
+            assert row["intensity"]["window"] == [40.0, 80.0]
+            assert row["intensity"]["source"] == "assumed"
+            assert len(row["warnings"]) == 1 and "--input-window" in row["warnings"][0]
+            line = next(ln for ln in res.output.splitlines() if ln.startswith("warning: case"))
+            assert "assuming the brain 40/80 window" in line
+        else:
+            assert row["warnings"] == []
+    out = tmp_path / "declared.json"
+    res = runner.invoke(
+        app, ["inspect", str(cases["windowed"]), "--input-window", "subdural", "--json", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    row = json.loads(out.read_text())["cases"][0]
+    assert row["intensity"]["detected"] == "windowed 0..255 from L75/W215, window declared"
+    assert row["warnings"] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +169,139 @@ def test_rescale_prompt_matches_grid_conversion():
     assert s.points[0] == (0.0, 1.5) and s.width_vox == 1.25
     with pytest.raises(PromptError):
         rescale_prompt(c, 0.0)
+
+
+# --- file format (issue 9 item 11) -----------------------------------------------------------
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "prompts.md"
+
+
+def test_click_uses_the_scribble_point_notation_and_old_files_still_read():
+    d = Click(3, 10.0, 12.5, True, 2.0).to_dict()
+    assert d["point"] == [10.0, 12.5] and "y" not in d and "x" not in d
+    assert Scribble(3, [(10.0, 12.5)], True).to_dict()["points"] == [d["point"]]
+    assert prompt_from_dict(d) == Click(3, 10.0, 12.5, True, 2.0)
+    legacy = {"type": "click", "z": 3, "y": 10.0, "x": 12.5, "positive": True}
+    assert prompt_from_dict(legacy) == Click(3, 10.0, 12.5, True)
+    old_file = {"format": "ichseg-prompts", "version": 1, "rounds": [{"prompts": [legacy]}]}
+    assert PromptSet.from_dict(old_file).all_prompts() == [Click(3, 10.0, 12.5, True)]
+    assert PromptSet().to_dict()["version"] == 2
+    with pytest.raises(PromptError, match="not both"):
+        prompt_from_dict({**legacy, "point": [1, 2]})
+    with pytest.raises(PromptError, match=r"\[y, x\] pair"):
+        prompt_from_dict({"type": "click", "z": 3, "point": [1, 2, 3], "positive": True})
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (
+            {
+                "rounds": [
+                    {
+                        "prompts": [
+                            {
+                                "type": "click",
+                                "z": 1,
+                                "point": [2, 3],
+                                "positive": True,
+                                "raduis_vox": 3,
+                            }
+                        ]
+                    }
+                ]
+            },
+            ["rounds[0].prompts[0]", "unknown field", "raduis_vox"],
+        ),
+        (
+            {"rounds": [{"prompts": [{"type": "scribble", "z": 1, "points": [[1, 2]]}]}]},
+            ["rounds[0].prompts[0]", "missing the field 'positive'"],
+        ),
+        ({"rounds": [{"promts": []}]}, ["rounds[0]", "promts"]),
+        ({"round": []}, ["prompt set", "round"]),
+        ({"format": "other", "rounds": []}, ["format"]),
+        ({"version": True, "rounds": []}, ["version"]),
+        ({"rounds": [{"prompts": [{"z": 1}]}]}, ["rounds[0].prompts[0]", '"type"']),
+        ({"grid": {"shape_zyx": 3, "affine": 1}, "rounds": []}, ["grid"]),
+    ],
+)
+def test_prompt_file_errors_name_the_place(tmp_path, data, words):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(PromptError) as exc:
+        PromptSet.load(path)
+    msg = str(exc.value)
+    assert msg.startswith(str(path)) and "docs/prompts.md" in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_prompt_outside_the_files_grid_names_its_place():
+    ps = PromptSet(_grid()).add_round([Click(1, 2, 3, True), Click(2, 2, 3, True)]).to_dict()
+    ps["rounds"][0]["prompts"][1]["z"] = 99
+    with pytest.raises(PromptError, match=r"rounds\[0\]\.prompts\[1\]: prompt slice z=99"):
+        PromptSet.from_dict(ps)
+
+
+def test_load_refuses_a_folder(tmp_path):
+    with pytest.raises(InputFileError, match="is a folder"):
+        PromptSet.load(tmp_path)
+
+
+def test_schema_is_packaged_and_matches_the_parser():
+    from ichseg.interaction import prompts as mod
+
+    schema = mod.prompt_schema()
+    assert schema["$schema"].endswith("2020-12/schema")
+    defs = schema["$defs"]
+    assert set(defs["click"]["properties"]) == mod.CLICK_FIELDS
+    assert set(defs["legacy_click"]["properties"]) == mod.LEGACY_CLICK_FIELDS
+    assert set(defs["scribble"]["properties"]) == mod.SCRIBBLE_FIELDS
+    assert set(defs["round"]["properties"]) == mod.ROUND_FIELDS
+    assert set(schema["properties"]) == mod.PROMPT_SET_FIELDS
+    assert set(defs["grid"]["properties"]) == mod.GRID_FIELDS
+    assert schema["properties"]["version"]["enum"] == list(mod.SUPPORTED_PROMPT_VERSIONS)
+    assert schema["properties"]["format"]["const"] == mod.PROMPT_FILE_FORMAT
+    for kind in ("click", "scribble"):
+        assert set(defs[kind]["required"]) == {"type", "z", "positive"} | (
+            {"point"} if kind == "click" else {"points"}
+        )
+
+
+def _doc_examples() -> list[dict]:
+    import re
+
+    return [json.loads(b) for b in re.findall(r"```json\n(.*?)```", DOCS.read_text(), re.S)]
+
+
+def test_docs_examples_parse():
+    examples = _doc_examples()
+    assert len(examples) >= 2
+    kinds = set()
+    for ex in examples:
+        ps = PromptSet.from_dict(ex)
+        assert ps.rounds and all(r.prompts for r in ps.rounds)
+        kinds |= {type(p).__name__ for p in ps.all_prompts()}
+    assert kinds == {"Click", "Scribble"}
+
+
+def test_docs_examples_and_written_files_validate_against_the_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    from ichseg.interaction.prompts import prompt_schema
+
+    validator = jsonschema.Draft202012Validator(prompt_schema())
+    written = PromptSet(_grid()).add_round([Click(1, 2, 3, True), Scribble(1, [(1, 2)], False)])
+    for ex in [*_doc_examples(), written.to_dict()]:
+        assert not list(validator.iter_errors(ex))
+
+
+def test_docs_coordinate_recipe_maps_file_voxels_to_canonical():
+    vol = Volume(np.zeros(SHAPE[::-1]), make_affine((0.5, 0.5, 6.0), "LPS", (3, 4, 5)))
+    ras_vol, _ = reorient(vol, "RAS")  # a file stored RAS
+    from ichseg.io.volume import to_canonical
+
+    grid = GridRef.from_volume(to_canonical(ras_vol)[0])
+    i, j, k = 5, 7, 2  # a voxel of the RAS file
+    ras = ras_vol.affine[:3, :3] @ np.array([i, j, k]) + ras_vol.affine[:3, 3]
+    z, y, x = grid.ras_to_zyx(ras[None])[0]
+    ras_vol.array[i, j, k] = 1.0
+    assert to_canonical(ras_vol)[0].zyx()[round(z), round(y), round(x)] == 1.0

@@ -93,6 +93,8 @@ def test_info_train_memory(
     calls: list[tuple] = []
 
     def fake_estimate(preset: str, **kw: object) -> memory.MemoryEstimate:
+        progress = kw.pop("progress")
+        progress("step 1/2: forward at 8x32x32")  # type: ignore[operator]
         calls.append((preset, kw))
         return memory.MemoryEstimate(
             preset, (8, 32, 32), 2, False, True, True, 0.5, 0.25, 1.0, 2.0, 0.25, 4.0, 0.1
@@ -106,6 +108,9 @@ def test_info_train_memory(
     assert res.exit_code == 0, res.output
     out = " ".join(res.output.split())
     assert "peak 4.00 GiB" in out and "amp=False" in out and "Adam state 1.00" in out
+    # not a terminal: what it is doing is printed, one line per stage
+    assert "estimating training-step memory of lite at 8x32x32" in out
+    assert "s step 1/2: forward at 8x32x32" in out
     assert calls == [("lite", {"amp": False, "checkpointing": True, "depth": 8, "slice_size": 32})]
     ckpt = save_model(build_model("hpinet", "lite", **TINY), tmp_path / "tiny.pt")
     for args in (["--weights", str(ckpt)], ["--preset", "lite", "--input", "8x32x48"]):
@@ -114,3 +119,17 @@ def test_info_train_memory(
         assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--weights" in err and "square" in err
+
+
+def test_train_memory_reports_its_stages() -> None:
+    from ichseg.training.memory import estimate_training_memory
+
+    tiny = {**TINY, "sim_layers": [1, 1, 1, 1], "key_layers": [1, 1, 1], "value_layers": [1] * 3}
+    seen: list[str] = []
+    estimate_training_memory("lite", overrides=tiny, amp=False, progress=seen.append)
+    assert seen[0].startswith("building the lite model")
+    assert seen[1:] == [
+        f"step {s}/2: {stage}"
+        for s in (1, 2)
+        for stage in ("forward at 7x48x48", "backward", "optimizer update")
+    ]

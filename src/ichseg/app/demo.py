@@ -47,20 +47,36 @@ def run_demo(
     rounds: int = DEMO_ROUNDS,
     weights: str | Path | None = None,
     shape: tuple[int, int, int] | None = None,
+    session_config: Any = None,
+    engine_options: dict[str, Any] | None = None,
     echo=print,
 ) -> DemoResult:
-    """Run the demo; ``echo`` receives human-readable progress lines."""
+    """Run the demo; ``echo`` receives human-readable progress lines.
+
+    The session uses the product's default method
+    (:data:`ichseg.interaction.engine.DEFAULT_METHOD`) with ``engine_options`` on top (e.g.
+    ``{"stroke_radius_mm": 0}``) and ``session_config``
+    (:class:`~ichseg.interaction.session.SessionConfig`, default: its defaults). The demo's own
+    files in ``out_dir`` (``demo_*``) are replaced on every run.
+    """
     from ichseg.evaluation.metrics import dice
+    from ichseg.interaction.engine import DEFAULT_METHOD, EngineFactory
     from ichseg.interaction.session import InteractiveSession
     from ichseg.interaction.simulated_user import SimulatedClinician
     from ichseg.io.nifti import write_nifti
     from ichseg.io.reader import load_mask, load_volume, save_mask
     from ichseg.io.volume import to_canonical
-    from ichseg.models.pretrained import load_weights
     from ichseg.preprocess.model_input import prepare_image
     from ichseg.visualize.montage import render_montage
+    from ichseg.visualize.overlay import OverlayPanel, render_overlay
 
     out = Path(out_dir)
+    # weights and engine options first: a missing file or a bad option fails before any work
+    factory = EngineFactory(
+        DEFAULT_METHOD, weights=None if weights is None else str(weights), **(engine_options or {})
+    )
+    wpath = factory.weights_path
+    engine = factory()
     out.mkdir(parents=True, exist_ok=True)
     res = DemoResult(out)
 
@@ -78,8 +94,7 @@ def run_demo(
     volume = load_volume(res.files["scan"])
     gt = load_mask(res.files["ground_truth"], volume)
     true_ml = float(gt.array.sum()) * volume.voxel_volume_ml
-    model, wpath = load_weights(weights)
-    _, grid = prepare_image(volume, int(model.config.slice_size))
+    _, grid = prepare_image(volume, int(engine.model.config.slice_size))
     echo(f"loaded: {volume.describe()}")
     echo(
         f"preprocessing: brain window L40/W80 -> [0, 1], canonical LPS, network grid "
@@ -90,12 +105,19 @@ def run_demo(
         volume, gt, out / "demo_montage.png", title="synthetic scan with ground truth"
     )
 
-    session = InteractiveSession(model, weights_path=wpath)
+    session = InteractiveSession(engine, session_config)
     session.set_volume(volume)
-    echo(f"model {wpath.name}: per-volume encoding {session.set_volume_seconds:.2f} s")
+    engine_cfg = session.engine.config_dict()
+    echo(
+        f"model {wpath.name} ({DEFAULT_METHOD}: stroke refinement "
+        f"{engine_cfg.get('stroke_radius_mm', 0):g} mm, feed previous "
+        f"{engine_cfg.get('feed_previous')}, threshold {session.config.threshold:g}): "
+        f"per-volume encoding {session.set_volume_seconds:.2f} s"
+    )
     clinician = SimulatedClinician(mode="scribble", start="largest", seed=seed)
     gt_zyx = to_canonical(gt)[0].zyx()
     pred_zyx = np.zeros_like(gt_zyx)
+    panels: list[OverlayPanel] = []
     for _ in range(rounds):
         turn = clinician.step(pred_zyx, gt_zyx)
         if turn.stop or not turn.prompts:
@@ -108,6 +130,16 @@ def run_demo(
         res.rounds.append(
             {"round": r.index, "dice": d, "volume_ml": r.volume_ml, "seconds": r.seconds}
         )
+        z = int(turn.prompts[0].z)
+        panels.append(
+            OverlayPanel(
+                z,
+                pred_zyx.copy(),
+                f"round {r.index}, slice {z}\nDice {d:.3f} | {r.volume_ml:.1f} mL "
+                f"(true {true_ml:.1f} mL)",
+                tuple(turn.prompts),
+            )
+        )
         echo(
             f"round {r.index}: scribbles on slice {turn.info.get('slice')}, Dice {d:.3f}, "
             f"volume {r.volume_ml:.2f} mL (true {true_ml:.2f}, change {r.delta_ml:+.2f}), "
@@ -115,12 +147,14 @@ def run_demo(
         )
     res.files["mask"] = save_mask(session.mask(), out / "demo_mask.nii.gz", overwrite=True)
     res.files["log"] = session.save_log(out / "demo_interaction_log.json")
-    res.files["overlay"] = render_montage(
-        volume,
-        session.mask(),
-        out / "demo_overlay.png",
-        title=f"ICH-HPINet lite after {len(res.rounds)} rounds",
-    )
+    if panels:
+        res.files["overlay"] = render_overlay(
+            volume,
+            gt,
+            panels,
+            out / "demo_overlay.png",
+            title=f"ICH-HPINet ({DEFAULT_METHOD}), {len(panels)} simulated round(s)",
+        )
     res.summary = {
         "true_volume_ml": true_ml,
         "final_volume_ml": session.volume_ml,

@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import shlex
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ichseg.commands._paths import Output, check_output_paths
+from ichseg.commands._scan import AllowNonCtOpt, CorrectTiltOpt, ScanOptions, SeriesUidOpt
 from ichseg.errors import ConfigError, DatasetLayoutError
+
+#: files ``write_report`` writes into ``--out`` (an earlier run's are kept unless --overwrite)
+REPORT_FILES = (
+    "results.csv",
+    "report.md",
+    "table_final.csv",
+    "table_rounds.csv",
+    "noc.csv",
+    "paired_tests.csv",
+    "timing.csv",
+    "dice_vs_round.png",
+    "volume_agreement.png",
+    "overlay.png",
+)
 
 
 def _select_cases(
@@ -49,11 +68,35 @@ def _select_cases(
     return selected, fold
 
 
-def _load_cases(selected: list[Any], input_window: Any) -> Any:
-    for case in selected:
-        image = case.load_image(input_window)
+def _load_cases(
+    selected: list[Any],
+    input_window: Any,
+    scan_options: ScanOptions | None = None,
+    on_case_done: Callable[[int, int, str, float], None] | None = None,
+) -> Iterator[tuple[str, Any, Any]]:
+    """Yield ``(case_id, image, mask)`` lazily; ``on_case_done(n, total, case_id, seconds)`` is
+    called when the runner asks for the next case, i.e. once the previous one is finished
+    (loading, every round and its metrics; ``seconds`` covers all of it)."""
+    options = scan_options or ScanOptions()
+    total = len(selected)
+    for n, case in enumerate(selected, 1):
+        t0 = time.perf_counter()
+        image = options.load_case(case, input_window)
         mask = case.load_mask(reference=image)
         yield case.case_id, image, mask
+        if on_case_done is not None:
+            on_case_done(n, total, case.case_id, time.perf_counter() - t0)
+
+
+def progress_lines(method: str, echo: Callable[[str], Any] = typer.echo) -> Callable[..., None]:
+    """An ``on_case_done`` callback printing one line per finished case (for logs and pipes,
+    where the progress bar does not show)."""
+
+    def report(n: int, total: int, case_id: str, seconds: float) -> None:
+        echo(f"{method}: case {n}/{total} ({case_id}) done in {seconds:.1f} s")
+        sys.stdout.flush()
+
+    return report
 
 
 def _command_line(params: dict[str, Any]) -> str:
@@ -106,7 +149,18 @@ def register(app: typer.Typer) -> None:
         keep_masks: Annotated[int, typer.Option(help="Cases shown in overlay.png")] = 2,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda (HPINet)")] = "cpu",
         threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
-        progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+        correct_tilt: CorrectTiltOpt = False,
+        series_uid: SeriesUidOpt = None,
+        allow_non_ct: AllowNonCtOpt = False,
+        progress: Annotated[
+            bool,
+            typer.Option(
+                help="Show progress: a bar on a terminal, else one line per finished case"
+            ),
+        ] = True,
+        overwrite: Annotated[
+            bool, typer.Option(help="Replace the results of an earlier run in --out")
+        ] = False,
     ) -> None:
         """Run every method on the same cases with the same simulated clinician; write a report."""
         import torch
@@ -132,8 +186,11 @@ def register(app: typer.Typer) -> None:
             torch.set_num_threads(threads)
         if not method:
             raise ConfigError("give at least one --method")
+        # writable and not a file: at once; an earlier run's results: after the method specs
+        check_output_paths(Output("--out", out, kind="folder"), overwrite=True)
         spec = ClinicianSpec(mode=mode, start=start, seed=seed)  # type: ignore[arg-type]
         window = parse_window(input_window) if input_window else None
+        scan_options = ScanOptions(correct_tilt, series_uid, allow_non_ct, input_window)
         ds = open_dataset(data, input_window=window)
         selected, fold_label = _select_cases(ds, splits, fold, cases, max_cases)
         loaded = [load_method(m, device=device) for m in method]
@@ -145,6 +202,10 @@ def register(app: typer.Typer) -> None:
             )
         if reference is not None and reference not in names:
             raise ConfigError(f"--reference {reference!r} is not one of the methods {names}")
+        check_output_paths(
+            Output("--out", out, kind="folder", products=REPORT_FILES), overwrite=overwrite
+        )
+        lines = progress and not sys.stdout.isatty()  # a bar shows only on a terminal
         import pandas as pd
 
         kept: dict[str, KeptCase] = {}
@@ -153,7 +214,9 @@ def register(app: typer.Typer) -> None:
         for name, factory in loaded:
             df = evaluate_interactive(
                 factory,
-                _load_cases(selected, window),
+                _load_cases(
+                    selected, window, scan_options, progress_lines(name) if lines else None
+                ),
                 rounds=rounds,
                 clinician=spec,
                 method_name=name,
@@ -161,7 +224,7 @@ def register(app: typer.Typer) -> None:
                 empty_gt=empty_gt,  # type: ignore[arg-type]
                 keep_masks=keep_masks,
                 kept=kept,
-                progress=progress,
+                progress=progress and not lines,
                 n_cases=len(selected),
             )
             skipped = list(df.attrs.get("skipped_empty", []))
@@ -185,6 +248,9 @@ def register(app: typer.Typer) -> None:
                 "seed": seed,
                 "max_cases": max_cases,
                 "input_window": input_window,
+                "correct_tilt": correct_tilt,
+                "series_uid": series_uid,
+                "allow_non_ct": allow_non_ct,
                 "empty_gt": empty_gt,
                 "reference": reference,
                 "keep_masks": keep_masks,

@@ -1,4 +1,4 @@
-"""``ichseg version``."""
+"""``ichseg version`` (also ``ichseg --version``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("version")
     def version() -> None:
-        """Print the ichseg version."""
-        from ichseg import __version__
+        """Print the ichseg version (of the installed distribution)."""
+        from ichseg.cli import package_version
 
-        typer.echo(__version__)
+        typer.echo(package_version())

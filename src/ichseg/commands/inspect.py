@@ -5,22 +5,38 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ichseg.commands._paths import Output, check_output_paths
+from ichseg.commands._scan import AllowNonCtOpt, CorrectTiltOpt, ScanOptions, SeriesUidOpt
+
 PROGRESS_MIN_CASES = 5
 
 
-def inspect_case(case: Any, input_window: Any = None) -> dict[str, Any]:
-    """Statistics of one :class:`~ichseg.data.dataset.Case` (loads its image and masks)."""
+def inspect_case(
+    case: Any, input_window: Any = None, scan_options: ScanOptions | None = None
+) -> dict[str, Any]:
+    """Statistics of one :class:`~ichseg.data.dataset.Case` (loads its image and masks);
+    ``scan_options`` are the shared scan-loading options (tilt, series, non-CT)."""
     import numpy as np
     from scipy import ndimage
 
     from ichseg.data.subtypes import Subtype
+    from ichseg.errors import IchsegWarning
 
-    image = case.load_image(input_window)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = (scan_options or ScanOptions()).load_case(case, input_window)
+    notes: list[str] = []
+    for w in caught:  # ichseg's own warnings go into the row; anything else is passed on
+        if issubclass(w.category, IchsegWarning):
+            notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     arr = np.asarray(image.array)
     finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr.ravel()
     intensity = image.intensity
@@ -41,7 +57,12 @@ def inspect_case(case: Any, input_window: Any = None) -> dict[str, Any]:
             "max": float(finite.max()) if finite.size else None,
             "p1": float(np.percentile(finite, 1)) if finite.size else None,
             "p99": float(np.percentile(finite, 99)) if finite.size else None,
+            # what the values were found to mean, e.g. "raw HU, skull-stripped (no air/bone)" or
+            # "windowed 0..255 from L40/W80, window assumed brain 40/80"
+            "detected": intensity.describe(),
+            "source": image.meta.get("intensity_source"),
         },
+        "warnings": notes,
         "split": case.meta.get("split"),
     }
     subtypes: set[Subtype] = set(case.subtypes)
@@ -126,6 +147,12 @@ def register(app: typer.Typer) -> None:
                 help="Images are already windowed with this HU window ('40,80' or a preset).",
             ),
         ] = None,
+        correct_tilt: CorrectTiltOpt = False,
+        series_uid: SeriesUidOpt = None,
+        allow_non_ct: AllowNonCtOpt = False,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an existing --json file.")
+        ] = False,
     ) -> None:
         """Show shape, spacing, orientation, intensities, lesion mL, slices and subtypes per case."""
         from rich.console import Console
@@ -137,6 +164,12 @@ def register(app: typer.Typer) -> None:
         from ichseg.preprocess.windowing import parse_window
 
         window = parse_window(input_window) if input_window else None
+        check_output_paths(
+            Output("--json", json_out, suffixes=(".json",)),
+            overwrite=overwrite,
+            inputs=[("PATH", path)],
+        )
+        scan_options = ScanOptions(correct_tilt, series_uid, allow_non_ct, input_window)
         ds = open_dataset(path, input_window=window)
         # a wide table when the output is not a terminal (files, pipes, tests)
         console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -147,7 +180,7 @@ def register(app: typer.Typer) -> None:
             task = progress.add_task("inspecting", total=len(ds))
             for case in ds:
                 try:
-                    rows.append(inspect_case(case))
+                    rows.append(inspect_case(case, window, scan_options))
                 except IchsegError as exc:
                     rows.append({"case_id": case.case_id, "error": str(exc)})
                 progress.advance(task)
@@ -180,9 +213,7 @@ def register(app: typer.Typer) -> None:
                 table.add_row(r["case_id"], f"[red]error: {r['error']}[/red]", *[""] * 9)
                 continue
             it = r["intensity"]
-            kind = it["kind"]
-            if it["window"] is not None:
-                kind += f" L{it['window'][0]:g}/W{it['window'][1]:g}"
+            kind = it.get("detected") or it["kind"]
             table.add_row(
                 r["case_id"],
                 "x".join(str(s) for s in r["shape"]),
@@ -197,6 +228,9 @@ def register(app: typer.Typer) -> None:
                 ",".join(r["subtypes"]) or "-",
             )
         console.print(table)
+        for r in rows:
+            for note in r.get("warnings", []):
+                console.print(f"warning: case {r['case_id']}: {note}", soft_wrap=True)
         summary = _summary(rows, excluded, min_slices)
         line = (
             f"{summary['cases']} case(s), {summary['with_mask']} with masks, "
@@ -211,7 +245,6 @@ def register(app: typer.Typer) -> None:
             line += f"; {excluded} case(s) with fewer than {min_slices} hemorrhage slices excluded"
         console.print(line, soft_wrap=True)
         if json_out is not None:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
             payload = {
                 "dataset": ds.name,
                 "layout": ds.layout,

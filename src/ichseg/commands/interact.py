@@ -7,14 +7,16 @@ from typing import Annotated
 
 import typer
 
+from ichseg.commands._paths import Output, check_output_paths, volume_suffixes
+from ichseg.commands._scan import AllowNonCtOpt, CorrectTiltOpt, ScanOptions, SeriesUidOpt
+from ichseg.commands._session import FeedPreviousOpt, StrokeRadiusOpt, ThresholdOpt
 from ichseg.errors import PromptError
 
-
-def _load_scan(path: Path, input_window: str | None):
-    from ichseg.io.reader import load_volume
-    from ichseg.preprocess.windowing import parse_window
-
-    return load_volume(path, input_window=parse_window(input_window) if input_window else None)
+PROMPTS_HELP = (
+    "Prompt file (JSON): clicks and scribbles per round in canonical (z, y, x) voxel indices, "
+    'e.g. {"rounds": [{"prompts": [{"type": "scribble", "z": 14, "points": [[250, 300], '
+    '[262, 318]], "positive": true}]}]}. Format, examples and JSON Schema: docs/prompts.md.'
+)
 
 
 def _print_round(r) -> None:
@@ -24,40 +26,84 @@ def _print_round(r) -> None:
     )
 
 
+def _check_prompts_fit(prompt_set, prompts: Path, volume) -> None:
+    """The prompt file against the scan's canonical grid (before any weights are loaded)."""
+    from ichseg.interaction.prompts import GridRef, validate
+    from ichseg.io.volume import to_canonical
+
+    grid = GridRef.from_volume(to_canonical(volume)[0])
+    if prompt_set.grid is not None and tuple(prompt_set.grid.shape_zyx) != grid.shape_zyx:
+        raise PromptError(
+            f"{prompts}: the prompts refer to a grid of shape {tuple(prompt_set.grid.shape_zyx)} "
+            f"but the scan's canonical grid is {grid.shape_zyx}"
+        )
+    for n, rnd in enumerate(prompt_set.rounds):
+        for m, prompt in enumerate(rnd.prompts):
+            try:
+                validate(prompt, grid)
+            except PromptError as exc:
+                raise PromptError(
+                    f"{prompts}: rounds[{n}].prompts[{m}]: {exc} (canonical (Z, Y, X) grid of "
+                    f"the scan: {grid.shape_zyx})"
+                ) from None
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("segment")
+    @app.command("segment", epilog="Prompt file format: docs/prompts.md")
     def segment_cmd(
         scan: Annotated[Path, typer.Argument(help="CT scan: NIfTI, NRRD/MHA or DICOM folder")],
-        prompts: Annotated[Path, typer.Option(help="PromptSet JSON (canonical voxel indices)")],
+        prompts: Annotated[Path, typer.Option(help=PROMPTS_HELP)],
         out: Annotated[Path, typer.Option(help="Output mask (.nii.gz/.nrrd/.mha)")],
         weights: Annotated[Path | None, typer.Option(help="Checkpoint (default: shipped)")] = None,
         input_window: Annotated[
             str | None, typer.Option(help="Window of already-windowed input, 'L,W' or preset")
         ] = None,
+        correct_tilt: CorrectTiltOpt = False,
+        series_uid: SeriesUidOpt = None,
+        allow_non_ct: AllowNonCtOpt = False,
+        stroke_radius_mm: StrokeRadiusOpt = None,
+        feed_previous: FeedPreviousOpt = None,
+        threshold: ThresholdOpt = None,
         prob_out: Annotated[Path | None, typer.Option(help="Also write probabilities")] = None,
-        log_out: Annotated[Path | None, typer.Option(help="Write the interaction log")] = None,
+        log_out: Annotated[
+            Path | None, typer.Option(help="Write the interaction log (.json)")
+        ] = None,
         overwrite: Annotated[bool, typer.Option(help="Overwrite existing outputs")] = False,
     ) -> None:
-        """Segment a scan non-interactively: one engine round per round in the prompt file."""
-        from ichseg.interaction.prompts import PromptSet
-        from ichseg.interaction.session import InteractiveSession
-        from ichseg.io.reader import save_mask, save_volume
-        from ichseg.models.pretrained import load_weights
+        """Segment a scan non-interactively: one engine round per round in the prompt file.
 
-        volume = _load_scan(scan, input_window)
+        Checks run before anything heavy, in this order: output paths, the prompt file, the
+        options, the scan (and the prompts against its grid); only then are the weights loaded.
+        """
+        from ichseg.commands._session import build_session, session_settings
+        from ichseg.interaction.prompts import PromptSet
+        from ichseg.io.reader import save_mask, save_volume
+
+        check_output_paths(
+            Output("--out", out, suffixes=volume_suffixes()),
+            Output("--prob-out", prob_out, suffixes=volume_suffixes()),
+            Output("--log-out", log_out, suffixes=(".json",)),
+            overwrite=overwrite,
+            inputs=[("SCAN", scan), ("--prompts", prompts), ("--weights", weights)],
+        )
         prompt_set = PromptSet.load(prompts)
-        model, wpath = load_weights(weights)
-        session = InteractiveSession(model, weights_path=wpath)
-        session.set_volume(volume)
-        if prompt_set.grid is not None and tuple(prompt_set.grid.shape_zyx) != tuple(
-            session.grid_ref.shape_zyx
-        ):
-            raise PromptError(
-                f"prompts refer to a grid of shape {tuple(prompt_set.grid.shape_zyx)} but the "
-                f"scan's canonical grid is {tuple(session.grid_ref.shape_zyx)}"
-            )
         if not prompt_set.rounds:
-            raise PromptError(f"{prompts}: the prompt file has no rounds")
+            raise PromptError(f"{prompts}: the prompt file has no rounds (docs/prompts.md)")
+        empty = [n for n, rnd in enumerate(prompt_set.rounds) if not rnd.prompts]
+        if empty:
+            raise PromptError(
+                f"{prompts}: rounds[{empty[0]}] has no prompts; every round needs at least one "
+                "click or scribble (docs/prompts.md)"
+            )
+        settings = session_settings(
+            stroke_radius_mm=stroke_radius_mm, feed_previous=feed_previous, threshold=threshold
+        )
+        options = ScanOptions(correct_tilt, series_uid, allow_non_ct, input_window)
+        options.window()  # a bad --input-window is reported before reading anything
+        volume = options.load(scan)
+        _check_prompts_fit(prompt_set, prompts, volume)
+        session, _ = build_session(settings, weights)
+        session.set_volume(volume)
         for rnd in prompt_set.rounds:
             session.add_prompts(rnd.prompts)
             _print_round(session.run_round())
@@ -77,9 +123,19 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="Checkpoint (default: the log's)")
         ] = None,
         input_window: Annotated[str | None, typer.Option(help="Window of windowed input")] = None,
+        correct_tilt: CorrectTiltOpt = False,
+        series_uid: SeriesUidOpt = None,
+        allow_non_ct: AllowNonCtOpt = False,
         overwrite: Annotated[bool, typer.Option(help="Overwrite an existing mask")] = False,
     ) -> None:
         """Replay an interaction log and write the mask it produces (checks logged volumes)."""
+        check_output_paths(
+            Output("--out", out, suffixes=volume_suffixes()),
+            overwrite=overwrite,
+            inputs=[("LOG", log), ("--scan", scan), ("--weights", weights)],
+        )
+        scan_options = ScanOptions(correct_tilt, series_uid, allow_non_ct, input_window)
+        scan_options.window()
         from ichseg.interaction.session import (
             InteractiveSession,
             read_log,
@@ -94,6 +150,9 @@ def register(app: typer.Typer) -> None:
         scan_path = scan or (Path(meta["source"]) if meta.get("source") else None)
         if scan_path is None:
             raise PromptError("the log does not name its scan; pass --scan")
+        check_output_paths(  # the scan the log names must not be replaced either
+            Output("--out", out), overwrite=overwrite, inputs=[("the log's scan", scan_path)]
+        )
         wpath = weights or (
             Path(data["model"]["weights"]) if data["model"].get("weights") else None
         )
@@ -101,7 +160,7 @@ def register(app: typer.Typer) -> None:
         session = InteractiveSession(
             model, session_config_from_log(data["session_config"]), weights_path=wpath
         )
-        replay_events(session, data, _load_scan(scan_path, input_window))
+        replay_events(session, data, scan_options.load(scan_path))
         logged = [r["volume_ml"] for r in data.get("rounds", [])]
         for n, r in enumerate(session.results()):
             _print_round(r)

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ichseg.commands._paths import Output, check_output_paths
+from ichseg.commands._scan import AllowNonCtOpt, CorrectTiltOpt, ScanOptions, SeriesUidOpt
 from ichseg.errors import ConfigError
 
 DEFAULT_SHAPE = "512x512x32"
@@ -111,6 +113,8 @@ def register(app: typer.Typer) -> None:
         """Generate synthetic head CTs with labelled hemorrhages (deterministic per seed)."""
         from ichseg.data.synthetic import PhantomConfig, write_dataset
 
+        # existing datasets in the folder are refused by write_dataset (before generating)
+        check_output_paths(Output("--out", out, kind="folder"), overwrite=overwrite)
         cfg = _load_config(config, parse_shape(shape))
         if hemorrhage_free is not None:
             data = cfg.to_dict()
@@ -137,15 +141,28 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--slices", help="'auto' (12, around the lesion) or a count.")
         ] = "auto",
         title: Annotated[str | None, typer.Option("--title", help="Title line.")] = None,
+        input_window: Annotated[
+            str | None,
+            typer.Option(
+                "--input-window",
+                help="The image is already windowed with this HU window ('40,80' or a preset).",
+            ),
+        ] = None,
+        correct_tilt: CorrectTiltOpt = False,
+        series_uid: SeriesUidOpt = None,
+        allow_non_ct: AllowNonCtOpt = False,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an existing PNG.")
+        ] = False,
     ) -> None:
         """Write a PNG grid of axial slices with the mask outlined (radiological convention)."""
-        from ichseg.io.reader import load_mask, load_volume
+        from ichseg.io.reader import load_mask
         from ichseg.visualize.montage import render_montage
 
         win = parse_window(window)
         n = parse_slices(slices)
-        vol = load_volume(image)
-        msk = load_mask(mask, reference=vol, binarize=False) if mask is not None else None
+        scan_options = ScanOptions(correct_tilt, series_uid, allow_non_ct, input_window)
+        scan_options.window()
         if out is None:
             name = image.name
             for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
@@ -153,5 +170,12 @@ def register(app: typer.Typer) -> None:
                     name = name[: -len(suffix)]
                     break
             out = Path(f"{name}_montage.png")
+        check_output_paths(
+            Output("--out", out, suffixes=(".png",)),
+            overwrite=overwrite,
+            inputs=[("IMAGE", image), ("--mask", mask)],
+        )
+        vol = scan_options.load(image)
+        msk = load_mask(mask, reference=vol, binarize=False) if mask is not None else None
         path = render_montage(vol, msk, out, window=win, n_slices=n, title=title or image.name)
         typer.echo(f"wrote {path}")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ichseg.commands._paths import Output, check_output_paths
 from ichseg.errors import ConfigError
 
 
@@ -126,6 +127,8 @@ def register(app: typer.Typer) -> None:
             loss.update(zip(("dice", "ce"), _floats(dice_ce, 2), strict=True))
         values["loss"] = loss
         cfg = TrainConfig.from_dict(values)
+        # an existing run folder is resumed, so only "is it a folder we can write" is checked
+        check_output_paths(Output("--out", cfg.out, kind="folder"))
         if all_folds:
             results = cross_validate(cfg)
             for r in results:
@@ -144,9 +147,20 @@ def register(app: typer.Typer) -> None:
         checkpoint: Annotated[Path, typer.Argument(help="Trainer checkpoint (best.pt/last.pt)")],
         out: Annotated[Path, typer.Option(help="Output weights file (.pt)")],
         half: Annotated[bool, typer.Option(help="Store float16 (half the size)")] = False,
+        overwrite: Annotated[
+            bool, typer.Option(help="Replace an existing weights file (and its .json)")
+        ] = False,
     ) -> None:
-        """Strip optimizer state from a checkpoint: a small, inference-only weights file."""
+        """Strip optimizer state from a checkpoint: a small, inference-only weights file
+        (plus OUT with the suffix .json: the training facts)."""
         from ichseg.training.export import export_weights
+
+        check_output_paths(
+            Output("--out", out),
+            Output("the facts file (--out with .json)", out.with_suffix(".json")),
+            overwrite=overwrite,
+            inputs=[("CHECKPOINT", checkpoint)],
+        )
 
         facts = export_weights(checkpoint, out, half=half)
         size_mb = out.stat().st_size / 2**20
@@ -159,10 +173,17 @@ def register(app: typer.Typer) -> None:
         logs: Annotated[
             list[str], typer.Argument(help="log.csv files in order, optionally LABEL=PATH")
         ],
-        out: Annotated[Path, typer.Option(help="Output PNG")],
+        out: Annotated[Path, typer.Option(help="Output image (.png, .pdf or .svg)")],
+        overwrite: Annotated[bool, typer.Option(help="Replace an existing image")] = False,
     ) -> None:
         """Plot training loss and validation Dice of one run or consecutive stages."""
         from ichseg.evaluation.plots import plot_training_log
+
+        check_output_paths(
+            Output("--out", out, suffixes=(".png", ".pdf", ".svg")),
+            overwrite=overwrite,
+            inputs=[(f"LOGS[{n}]", item.partition("=")[2] or item) for n, item in enumerate(logs)],
+        )
 
         stages = []
         for n, item in enumerate(logs):

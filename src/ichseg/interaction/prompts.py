@@ -13,6 +13,16 @@ Conventions
   scribble, wrong types); :func:`validate` additionally checks bounds against a grid.
 * 2D prompts (:class:`Click2D`, :class:`Scribble2D`) carry no slice index; they are what the
   scribble robot and the point sampler produce for one slice, and ``on_slice(z)`` lifts them.
+
+File format
+-----------
+A prompt file (``ichseg segment --prompts``) is a :class:`PromptSet` as JSON, documented for
+users in ``docs/prompts.md`` and as a JSON Schema in ``prompts.schema.json`` next to this module
+(:func:`prompt_schema`). Clicks and scribbles share one point notation: a click is
+``{"type": "click", "z": 14, "point": [y, x], "positive": true}``, a scribble
+``{"type": "scribble", "z": 14, "points": [[y, x], ...], "positive": true}``. Version-1 files
+wrote clicks as ``"y": .., "x": ..``; they are still read. Unknown fields are refused (a typo
+must not be silently ignored); errors name the place, e.g. ``rounds[0].prompts[1]``.
 """
 
 from __future__ import annotations
@@ -31,7 +41,18 @@ import numpy as np
 from ichseg.errors import GeometryError, InputFileError, PromptError
 from ichseg.io.volume import Volume, validate_affine
 
-PROMPT_FORMAT_VERSION = 1
+PROMPT_FORMAT_VERSION = 2  #: version written; 2 = clicks as ``"point": [y, x]``
+SUPPORTED_PROMPT_VERSIONS = (1, 2)  #: versions read (1: clicks as ``"y"``/``"x"`` fields)
+PROMPT_FILE_FORMAT = "ichseg-prompts"  #: the ``"format"`` value of a prompt file
+SCHEMA_RESOURCE = "prompts.schema.json"  #: JSON Schema of a prompt file (package data)
+
+#: Fields each JSON object may hold (anything else is refused as a probable typo).
+CLICK_FIELDS = frozenset({"type", "z", "point", "positive", "radius_vox"})
+LEGACY_CLICK_FIELDS = frozenset({"type", "z", "y", "x", "positive", "radius_vox"})
+SCRIBBLE_FIELDS = frozenset({"type", "z", "points", "positive", "width_vox"})
+ROUND_FIELDS = frozenset({"index", "prompts", "info"})
+PROMPT_SET_FIELDS = frozenset({"format", "version", "grid", "rounds"})
+GRID_FIELDS = frozenset({"shape_zyx", "affine", "axcodes"})
 _IN_PLANE_TOL = 0.5  # continuous coordinates may reach half a pixel beyond the outer centres
 
 
@@ -88,6 +109,26 @@ def _check_size(value: Any, what: str, allow_zero: bool) -> float:
     return f
 
 
+def _check_fields(d: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:
+    unknown = sorted(str(k) for k in d if k not in allowed)
+    if unknown:
+        raise PromptError(f"{what} has unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _located(where: str, exc: PromptError) -> PromptError:
+    """``exc`` with ``where`` (e.g. ``rounds[0]``) in front of its message."""
+    msg = str(exc)
+    if msg.startswith("prompts["):  # nested location: rounds[0].prompts[2]: ...
+        return PromptError(f"{where}.{msg}")
+    return PromptError(f"{where}: {msg}")
+
+
+def _point_pair(value: Any, what: str) -> tuple[float, float]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != 2:
+        raise PromptError(f"{what} must be a [y, x] pair, got {value!r}")
+    return _as_float(value[0], f"{what}[0] (y)"), _as_float(value[1], f"{what}[1] (x)")
+
+
 # --- prompt types --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Click:
@@ -113,11 +154,11 @@ class Click:
         return np.array([[self.z, self.y, self.x]], dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON form; the point is ``[y, x]`` as in a scribble's ``points``."""
         return {
             "type": "click",
             "z": self.z,
-            "y": self.y,
-            "x": self.x,
+            "point": [self.y, self.x],
             "positive": self.positive,
             "radius_vox": self.radius_vox,
         }
@@ -207,17 +248,29 @@ Prompt2D: TypeAlias = Click2D | Scribble2D
 
 
 def prompt_from_dict(d: Mapping[str, Any]) -> Prompt:
-    """Inverse of ``Click.to_dict`` / ``Scribble.to_dict``; raises :class:`PromptError`."""
+    """Inverse of ``Click.to_dict`` / ``Scribble.to_dict``; raises :class:`PromptError`.
+
+    Clicks are read in both notations: ``"point": [y, x]`` (written since prompt format 2) and
+    the older separate ``"y"``/``"x"`` fields. Unknown fields are refused.
+    """
     if not isinstance(d, Mapping):
         raise PromptError(f"a prompt must be a JSON object, got {type(d).__name__}")
     kind = d.get("type")
     try:
         if kind == "click":
-            return Click(d["z"], d["y"], d["x"], d["positive"], d.get("radius_vox", 2.0))
+            legacy = "point" not in d and ("y" in d or "x" in d)
+            if "point" in d and ("y" in d or "x" in d):
+                raise PromptError('click: give "point": [y, x] or the older "y"/"x", not both')
+            _check_fields(d, LEGACY_CLICK_FIELDS if legacy else CLICK_FIELDS, "click")
+            y, x = (d["y"], d["x"]) if legacy else _point_pair(d["point"], "click point")
+            return Click(d["z"], y, x, d["positive"], d.get("radius_vox", 2.0))
         if kind == "scribble":
+            _check_fields(d, SCRIBBLE_FIELDS, "scribble")
             return Scribble(d["z"], d["points"], d["positive"], d.get("width_vox", 1.0))
     except KeyError as exc:
         raise PromptError(f"{kind} prompt is missing the field {exc.args[0]!r}") from None
+    if kind is None:
+        raise PromptError('a prompt needs a "type" field ("click" or "scribble")')
     raise PromptError(f"unknown prompt type {kind!r} (expected 'click' or 'scribble')")
 
 
@@ -337,6 +390,7 @@ class GridRef:
     def from_dict(cls, d: Mapping[str, Any]) -> GridRef:
         if not isinstance(d, Mapping):
             raise PromptError("grid must be a JSON object")
+        _check_fields(d, GRID_FIELDS, "grid")
         try:
             codes = d.get("axcodes", "")
             return cls(
@@ -346,6 +400,10 @@ class GridRef:
             )
         except KeyError as exc:
             raise PromptError(f"grid is missing the field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise PromptError(
+                f"grid must hold shape_zyx (3 integers) and affine (4x4 numbers): {exc}"
+            ) from None
 
 
 # --- rounds and sets ------------------------------------------------------------------------------
@@ -408,13 +466,20 @@ class InteractionRound:
     def from_dict(cls, d: Mapping[str, Any]) -> InteractionRound:
         if not isinstance(d, Mapping):
             raise PromptError("a round must be a JSON object")
+        _check_fields(d, ROUND_FIELDS, "round")
         prompts = d.get("prompts", [])
         if not isinstance(prompts, list):
             raise PromptError("round 'prompts' must be a list")
         info = d.get("info", {})
         if not isinstance(info, Mapping):
             raise PromptError("round 'info' must be an object")
-        return cls(d.get("index", 0), tuple(prompt_from_dict(p) for p in prompts), info)
+        parsed = []
+        for n, p in enumerate(prompts):
+            try:
+                parsed.append(prompt_from_dict(p))
+            except PromptError as exc:
+                raise _located(f"prompts[{n}]", exc) from None
+        return cls(d.get("index", 0), tuple(parsed), info)
 
 
 @dataclass(frozen=True)
@@ -457,17 +522,40 @@ class PromptSet:
     def from_dict(cls, d: Mapping[str, Any]) -> PromptSet:
         if not isinstance(d, Mapping):
             raise PromptError("a prompt set must be a JSON object")
+        _check_fields(d, PROMPT_SET_FIELDS, "prompt set")
+        fmt = d.get("format", PROMPT_FILE_FORMAT)
+        if fmt != PROMPT_FILE_FORMAT:
+            raise PromptError(f"'format' must be {PROMPT_FILE_FORMAT!r}, got {fmt!r}")
         version = d.get("version", PROMPT_FORMAT_VERSION)
-        if version != PROMPT_FORMAT_VERSION:
-            raise PromptError(f"unsupported prompt file version {version!r}")
+        if isinstance(version, bool) or version not in SUPPORTED_PROMPT_VERSIONS:
+            raise PromptError(
+                f"unsupported prompt file version {version!r} (this ichseg reads "
+                f"{', '.join(map(str, SUPPORTED_PROMPT_VERSIONS))})"
+            )
         grid = d.get("grid")
         rounds = d.get("rounds", [])
         if not isinstance(rounds, list):
             raise PromptError("'rounds' must be a list")
-        return cls(
-            None if grid is None else GridRef.from_dict(grid),
-            tuple(InteractionRound.from_dict(r) for r in rounds),
-        )
+        parsed = []
+        for n, r in enumerate(rounds):
+            try:
+                parsed.append(InteractionRound.from_dict(r))
+            except PromptError as exc:
+                raise _located(f"rounds[{n}]", exc) from None
+        ref = None
+        if grid is not None:
+            try:
+                ref = GridRef.from_dict(grid)
+            except PromptError as exc:
+                raise _located("grid", exc) from None
+        for n, r in enumerate(parsed):
+            for m, p in enumerate(r.prompts):
+                if ref is not None:
+                    try:
+                        validate(p, ref)
+                    except PromptError as exc:
+                        raise _located(f"rounds[{n}].prompts[{m}]", exc) from None
+        return cls(ref, tuple(parsed))
 
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -487,12 +575,26 @@ class PromptSet:
 
     @classmethod
     def load(cls, path: str | Path) -> PromptSet:
+        """Read a prompt file; errors name the file (:class:`PromptError`, :class:`InputFileError`)."""
         path = Path(path)
+        if path.is_dir():
+            raise InputFileError(f"{path}: is a folder, expected a prompt JSON file")
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise InputFileError(f"cannot read prompt file {path}: {exc}") from None
-        return cls.from_json(text)
+        try:
+            return cls.from_json(text)
+        except (PromptError, GeometryError) as exc:
+            raise type(exc)(f"{path}: {exc} (format: docs/prompts.md)") from None
+
+
+def prompt_schema() -> dict[str, Any]:
+    """The JSON Schema of a prompt file (``prompts.schema.json``, shipped with the package)."""
+    from importlib.resources import files
+
+    text = files("ichseg.interaction").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+    return json.loads(text)
 
 
 # --- geometry helpers ------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ichseg.errors import ConfigError
 
-#: Parameter counts (millions) of the authors' code, from our reading (reference notes §9).
+#: Parameter counts (millions) of the authors' published ICH-HPINet code, as we counted them by
+#: reading it (module by module; the modules are named as in the ICH-HPINet paper).
 PAPER_REF_PARAMS_M: dict[str, float] = {
     "vim": 141.25,
     "sim": 39.64,
@@ -30,7 +31,7 @@ PAPER_REF_PARAMS_M: dict[str, float] = {
     "decoder": 19.91,
     "total": 237.45,
 }
-#: GFLOPs (= 2 x GMAC) of the authors' code at their input (reference notes §9): VIM at
+#: GFLOPs (= 2 x GMAC) of the authors' published code at their input, as we counted them: VIM at
 #: 16x256x256, 2D modules per 512x512 slice; the FCM figure includes upsampling whole 3D maps.
 PAPER_REF_GFLOPS: dict[str, float] = {
     "vim": 2440.0,
@@ -41,7 +42,10 @@ PAPER_REF_GFLOPS: dict[str, float] = {
     "decoder": 160.0,
 }
 #: What the authors' README Table 1 claims for ICH-HPINet.
-README_CLAIM = "README Table 1 claims 325.32 G FLOPs and '317.20.4M' params (malformed)"
+README_CLAIM = (
+    "The authors' code README (its Table 1) claims 325.32 G FLOPs and '317.20.4M' params "
+    "(malformed)"
+)
 
 
 @dataclass
@@ -227,8 +231,9 @@ def hpinet_cost(model: nn.Module, input_dhw: tuple[int, int, int]) -> CostReport
     ]
     if paper:
         notes.append(
-            "Reference columns: our reading of the authors' code (reference notes §9; GFLOPs = 2 x "
-            "GMAC at 16x256x256 for the VIM and per 512x512 slice for the 2D modules)."
+            "Reference columns: the authors' published ICH-HPINet code as we counted it by reading "
+            "it (ichseg.models.flops.PAPER_REF_PARAMS_M / PAPER_REF_GFLOPS; GFLOPs = 2 x GMAC at "
+            "16x256x256 for the VIM and per 512x512 slice for the 2D modules)."
         )
         notes.append(README_CLAIM + "; neither matches the authors' code at its input sizes.")
     return CostReport("hpinet", input_dhw, rows, total, "meta device", notes)
