@@ -74,7 +74,58 @@ def test_segment_then_replay(tmp_path):
     assert res2.exit_code == 0, res2.output
     assert "warning" not in res2.output
     assert np.array_equal(load_mask(replayed, vol).array, m.array)
-    assert json.loads(log.read_text())["model"]["weights_sha256"]
+    data = json.loads(log.read_text())
+    assert data["engine"]["name"] == "hpinet_refined" and data["engine"]["model"]["weights_sha256"]
+    assert data["scan"]["sha256"] and data["scan"]["source_relative_to_log"] == "scan.nii.gz"
+
+    # another scan of the same geometry: refused, named; --force replays and says so
+    other = write_nifti(vol.with_array(np.asarray(vol.array) + 1), tmp_path / "other.nii.gz")
+    bad = runner.invoke(
+        app, ["replay", str(log), "--scan", str(other), "--out", str(tmp_path / "o.nii.gz")]
+    )
+    assert isinstance(bad.exception, PromptError)
+    assert "the scan" in str(bad.exception) and "--force" in str(bad.exception)
+    forced = runner.invoke(
+        app,
+        ["replay", str(log), "--scan", str(other), "--out", str(tmp_path / "o.nii.gz"), "--force"],
+    )
+    assert forced.exit_code == 0 and "--force" in forced.output
+    # other weights with the same architecture: refused
+    torch.manual_seed(1)
+    ckpt2 = save_model(build_model("hpinet", "lite", **TINY), tmp_path / "tiny2.pt")
+    bad_w = runner.invoke(
+        app,
+        ["replay", str(log), "--weights", str(ckpt2), "--out", str(tmp_path / "w.nii.gz")],
+    )
+    assert isinstance(bad_w.exception, PromptError) and "the weights" in str(bad_w.exception)
+
+    # the log and its scan moved together to another folder: the relative path finds the scan
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "scan.nii.gz").write_bytes(scan.read_bytes())
+    log2 = moved / "log.json"
+    data["scan"]["source"] = str(tmp_path / "gone" / "scan.nii.gz")
+    data["engine"]["model"]["weights"] = str(ckpt)
+    log2.write_text(json.dumps(data))
+    res3 = runner.invoke(app, ["replay", str(log2), "--out", str(moved / "m.nii.gz")])
+    assert res3.exit_code == 0, res3.output
+    assert np.array_equal(load_mask(moved / "m.nii.gz", vol).array, m.array)
+
+
+def test_replay_of_a_malformed_log_is_one_line(tmp_path, capsys):
+    from ichseg.cli import main
+
+    for name, data in (
+        ("keys.json", b'{"format": "ichseg-interaction-log", "version": 2}'),
+        ("bin.json", b"\xff\xfe\x00"),
+    ):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(SystemExit) as exc:
+            main(["replay", str(path), "--out", str(tmp_path / "m.nii.gz")])
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2 and err.startswith("error:") and "\n" not in err
+        assert name in err
 
 
 # --- prompt file and options are checked before the model loads (issue 9 items 10, 11) --------

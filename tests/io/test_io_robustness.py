@@ -448,3 +448,17 @@ def test_cli_prints_ichseg_warnings_as_one_line(
         warnings.warn("a.nii: assuming the brain 40/80 window", InputWarning, stacklevel=1)
     err = capsys.readouterr().err
     assert err == "warning: a.nii: assuming the brain 40/80 window\n"
+
+
+def test_head_ct_cropped_to_the_head_without_air_is_raw_hu():
+    """A tight field of view (no air anywhere, bone present) is raw HU, not 'not CT'."""
+    from ichseg.data.synthetic import PhantomConfig, generate_case
+    from ichseg.io.intensity import CROPPED_NOTE, detect_intensity
+
+    case = generate_case(PhantomConfig(shape=(128, 128, 12)), 5, 1)
+    arr = np.asarray(case.image.array)
+    assert arr.min() > -200 and arr.max() > 300  # this phantom really has no air
+    got = detect_intensity(arr)
+    assert got.kind.name == "HU" and got.note == CROPPED_NOTE
+    windowed = np.clip((arr - 0) / 80 * 255, 0, 255).astype(np.uint8)
+    assert detect_intensity(windowed).kind.name == "WINDOWED"  # 0..255 exports stay windowed

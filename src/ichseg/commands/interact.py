@@ -24,6 +24,8 @@ def _print_round(r) -> None:
         f"round {r.index}: {r.volume_ml:8.2f} mL (change {r.delta_ml:+.2f} mL), "
         f"prompted slices {r.interacted_slices}, {r.seconds:.2f} s"
     )
+    if r.note:
+        typer.echo(f"  note: {r.note}")
 
 
 def _check_prompts_fit(prompt_set, prompts: Path, volume) -> None:
@@ -126,9 +128,16 @@ def register(app: typer.Typer) -> None:
         correct_tilt: CorrectTiltOpt = False,
         series_uid: SeriesUidOpt = None,
         allow_non_ct: AllowNonCtOpt = False,
+        force: Annotated[
+            bool,
+            typer.Option(
+                help="Replay although the scan or the weights differ from the log's (sha256)"
+            ),
+        ] = False,
         overwrite: Annotated[bool, typer.Option(help="Overwrite an existing mask")] = False,
     ) -> None:
-        """Replay an interaction log and write the mask it produces (checks logged volumes)."""
+        """Replay an interaction log exactly: the same engine and options, the same scan and
+        weights (both checked by sha256), every prompt, round, undo and redo."""
         check_output_paths(
             Output("--out", out, suffixes=volume_suffixes()),
             overwrite=overwrite,
@@ -136,31 +145,43 @@ def register(app: typer.Typer) -> None:
         )
         scan_options = ScanOptions(correct_tilt, series_uid, allow_non_ct, input_window)
         scan_options.window()
+        from ichseg.interaction.engine import engine_from_log
         from ichseg.interaction.session import (
             InteractiveSession,
+            file_sha256,
             read_log,
             replay_events,
             session_config_from_log,
+            volume_sha256,
         )
         from ichseg.io.reader import save_mask
-        from ichseg.models.pretrained import load_weights
 
         data = read_log(log)
-        meta = next(e["meta"] for e in data["events"] if e["op"] == "set_volume")
-        scan_path = scan or (Path(meta["source"]) if meta.get("source") else None)
-        if scan_path is None:
-            raise PromptError("the log does not name its scan; pass --scan")
+        scan_path = scan or _logged_scan(data, log)
         check_output_paths(  # the scan the log names must not be replaced either
             Output("--out", out), overwrite=overwrite, inputs=[("the log's scan", scan_path)]
         )
-        wpath = weights or (
-            Path(data["model"]["weights"]) if data["model"].get("weights") else None
-        )
-        model, wpath = load_weights(wpath)
-        session = InteractiveSession(
-            model, session_config_from_log(data["session_config"]), weights_path=wpath
-        )
-        replay_events(session, data, scan_options.load(scan_path))
+        volume = scan_options.load(scan_path)
+        differs = []
+        want_scan = (data.get("scan") or {}).get("sha256")
+        if want_scan and volume_sha256(volume) != want_scan:
+            differs.append(f"the scan {scan_path} (voxels or geometry)")
+        model_info = data["engine"].get("model") or {}
+        want_w = model_info.get("weights_sha256")
+        wpath = weights or _logged_weights(model_info, log)
+        if want_w and wpath is not None and wpath.exists() and file_sha256(wpath) != want_w:
+            differs.append(f"the weights {wpath}")
+        if differs:
+            what = " and ".join(differs)
+            if not force:
+                raise PromptError(
+                    f"{what} differ from those the log was made with (sha256); the replay would "
+                    "not reproduce it; pass --force to replay anyway"
+                )
+            typer.secho(f"warning: --force: replaying although {what} differ", err=True)
+        engine = engine_from_log(data["engine"], weights=str(wpath) if wpath else None)
+        session = InteractiveSession(engine, session_config_from_log(data))
+        replay_events(session, data, volume)
         logged = [r["volume_ml"] for r in data.get("rounds", [])]
         for n, r in enumerate(session.results()):
             _print_round(r)
@@ -170,3 +191,25 @@ def register(app: typer.Typer) -> None:
                 )
         save_mask(session.mask(), out, overwrite=overwrite)
         typer.echo(f"hematoma volume {session.volume_ml:.2f} mL -> {out}")
+
+
+def _logged_scan(data: dict, log: Path) -> Path:
+    """The scan a log names: its path relative to the log if that exists, else as given."""
+    info = data.get("scan") or {}
+    rel = info.get("source_relative_to_log")
+    if rel and (log.parent / rel).exists():
+        return log.parent / rel
+    if info.get("source"):
+        return Path(info["source"])
+    raise PromptError("the log does not name its scan; pass --scan")
+
+
+def _logged_weights(model_info: dict, log: Path) -> Path | None:
+    """The weights a log names (relative paths resolved against the log's folder too)."""
+    given = model_info.get("weights")
+    if not given:
+        return None
+    p = Path(given)
+    if not p.is_absolute() and not p.exists() and (log.parent / p).exists():
+        return log.parent / p
+    return p

@@ -6,6 +6,8 @@ Head CT reaches us in two common forms:
   (padding often -1024, -2048 or -3024), brain 20..45, blood 50..90, bone several hundred and up;
 * **raw HU, skull-stripped**: brain only, about ``0..80`` HU, every voxel outside the brain exactly
   ``0`` (no air, no skull), common in research data;
+* **raw HU, tight field of view**: cropped to the head, so no air, but bone above ``300`` HU
+  (which no ``0..255`` export reaches) and at least 30 % soft tissue;
 * **already windowed** integer data, e.g. the ICH-HPINet sample case: an HU window mapped linearly
   to ``0..255`` and clipped (there in steps of 3).
 
@@ -206,6 +208,24 @@ def _looks_skull_stripped_hu(array: np.ndarray, s: IntensityStats) -> bool:
 
 #: :attr:`Intensity.note` of skull-stripped raw-HU volumes.
 SKULL_STRIPPED_NOTE = "skull-stripped (no air/bone)"
+#: Tight field of view (no air in the image, e.g. a scan cropped to the head): bone reaches at
+#: least this high, which no 0..255 windowed export can ...
+CROPPED_MIN_BONE_HU = 300.0
+#: ... and at least this fraction of the voxels is soft tissue (``STRIPPED_TISSUE_HU``).
+CROPPED_MIN_TISSUE_FRACTION = 0.3
+#: :attr:`Intensity.note` of raw-HU volumes without air.
+CROPPED_NOTE = "tight field of view (no air)"
+
+
+def _looks_cropped_hu(array: np.ndarray, s: IntensityStats) -> bool:
+    """Raw HU cropped to the head: no air, but bone and mostly soft tissue."""
+    if s.min <= HU_MIN_BELOW or s.max < CROPPED_MIN_BONE_HU or s.max > HU_LIMITS[1]:
+        return False
+    sample = _finite_sample(array).astype(np.float64)
+    if sample.size == 0:
+        return False
+    soft = np.count_nonzero((sample >= STRIPPED_TISSUE_HU[0]) & (sample <= STRIPPED_TISSUE_HU[1]))
+    return bool(soft >= CROPPED_MIN_TISSUE_FRACTION * sample.size)
 
 
 def detect_intensity(array: np.ndarray, stats: IntensityStats | None = None) -> Intensity:
@@ -221,6 +241,8 @@ def detect_intensity(array: np.ndarray, stats: IntensityStats | None = None) -> 
         return Intensity.hu()
     if _looks_skull_stripped_hu(array, s):
         return Intensity.hu().with_note(SKULL_STRIPPED_NOTE)
+    if _looks_cropped_hu(array, s):
+        return Intensity.hu().with_note(CROPPED_NOTE)
     if _looks_windowed(s):
         return Intensity.windowed(None, WINDOWED_RANGE)
     return Intensity(IntensityKind.UNKNOWN)
