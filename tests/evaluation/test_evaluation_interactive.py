@@ -191,10 +191,16 @@ def test_early_stop_carries_last_values():
 
 def test_empty_ground_truth_skip_or_evaluate():
     data = [*cases(1), ("empty", *phantom(empty=True))]
-    df = evaluate_interactive(lambda: InteractiveSession(RandomWalkerEngine(RW)), data, rounds=2, progress=False)
+    df = evaluate_interactive(
+        lambda: InteractiveSession(RandomWalkerEngine(RW)), data, rounds=2, progress=False
+    )
     assert "empty" not in set(df["case_id"]) and df.attrs["skipped_empty"] == ["empty"]
     df2 = evaluate_interactive(
-        lambda: InteractiveSession(RandomWalkerEngine(RW)), data, rounds=2, empty_gt="evaluate", progress=False
+        lambda: InteractiveSession(RandomWalkerEngine(RW)),
+        data,
+        rounds=2,
+        empty_gt="evaluate",
+        progress=False,
     )
     row = df2[df2["case_id"] == "empty"]
     assert len(row) == 1 and row["dice"].iloc[0] == 1.0 and row["n_prompts"].iloc[0] == 0
@@ -218,15 +224,23 @@ def test_keep_masks_and_input_errors():
     k = kept["c0"]
     assert k.gt.shape == SHAPE and k.image01.max() <= 1.0 and k.preds["a"].dtype == bool
     with pytest.raises(ConfigError):
-        evaluate_interactive(lambda: InteractiveSession(RandomWalkerEngine(RW)), data, keep_masks=1, progress=False)
+        evaluate_interactive(
+            lambda: InteractiveSession(RandomWalkerEngine(RW)), data, keep_masks=1, progress=False
+        )
     with pytest.raises(ConfigError):
-        evaluate_interactive(lambda: InteractiveSession(RandomWalkerEngine(RW)), data, rounds=0, progress=False)
+        evaluate_interactive(
+            lambda: InteractiveSession(RandomWalkerEngine(RW)), data, rounds=0, progress=False
+        )
     with pytest.raises(ConfigError):
-        evaluate_interactive(lambda: InteractiveSession(RandomWalkerEngine(RW)), data + data[:1], progress=False)
+        evaluate_interactive(
+            lambda: InteractiveSession(RandomWalkerEngine(RW)), data + data[:1], progress=False
+        )
     img, mask = phantom()
     bad = Volume(mask.array, img.affine * np.diag([2, 1, 1, 1]), Intensity.label())
     with pytest.raises(GeometryError):
-        evaluate_interactive(lambda: InteractiveSession(RandomWalkerEngine(RW)), [("x", img, bad)], progress=False)
+        evaluate_interactive(
+            lambda: InteractiveSession(RandomWalkerEngine(RW)), [("x", img, bad)], progress=False
+        )
 
 
 def test_hpinet_method_from_checkpoint(tiny_ckpt):

@@ -162,7 +162,9 @@ def test_out_of_range_voxels_and_prompts_override():
 def test_background_mode_and_negative_prompt_correction():
     vol, mask = head()
     sc = centre_scribble(mask)
-    s = InteractiveSession(RandomWalkerEngine(RandomWalkerConfig(margin_mm=8.0, out_of_range="background")))
+    s = InteractiveSession(
+        RandomWalkerEngine(RandomWalkerConfig(margin_mm=8.0, out_of_range="background"))
+    )
     s.set_volume(vol)
     s.add_prompt(sc)
     r1 = s.run_round()

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ichseg.errors import ConfigError, PromptError
-from ichseg.interaction.prompts import Click, Scribble
 from ichseg.interaction.hpinet_engine import HPINetEngine, HPINetEngineConfig
+from ichseg.interaction.prompts import Click, Scribble
 from ichseg.interaction.session import InteractiveSession, SessionConfig, read_log, replay_events
 from ichseg.io.volume import Intensity, Volume, make_affine, reorient
 from ichseg.models.registry import build_model
@@ -276,7 +276,9 @@ def _previous_seen_by_sim(model, monkeypatch, config):
 def test_previous_round_fed_as_mask_or_probability(model, monkeypatch, as_mask):
     cfg = HPINetEngineConfig(previous_as_mask=as_mask, feed_previous=True)
     s, z, prev = _previous_seen_by_sim(model, monkeypatch, cfg)
-    expected = torch.from_numpy(s._states[1].engine_state.prob[[z]])  # round-1 probability on the slice
+    expected = torch.from_numpy(
+        s._states[1].engine_state.prob[[z]]
+    )  # round-1 probability on the slice
     if as_mask:
         expected = (expected >= 0.5).float()
         assert set(torch.unique(prev).tolist()) <= {0.0, 1.0}
