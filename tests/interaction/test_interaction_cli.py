@@ -273,3 +273,22 @@ def test_session_option_help_quotes_the_real_defaults():
     flag = "--feed-previous" if cfg.feed_previous else "--no-feed-previous"
     assert f"Default: {flag}." in help_of(_session.FeedPreviousOpt)
     assert f"Default: {SessionConfig().threshold:g}." in help_of(_session.ThresholdOpt)
+
+
+def test_segment_autosaves_its_log_by_default(tmp_path):
+    from ichseg.commands.interact import default_log_path
+
+    register_commands()
+    torch.manual_seed(0)
+    ckpt = save_model(build_model("hpinet", "lite", **TINY), tmp_path / "tiny.pt")
+    scan, prompts, _ = _scan_and_prompts(tmp_path)
+    out = tmp_path / "mask.nii.gz"
+    res = _segment(CliRunner(), scan, prompts, out, "--weights", str(ckpt))
+    assert res.exit_code == 0, res.output
+    log = default_log_path(out)
+    assert log == tmp_path / "mask.log.json" and log.exists()
+    assert json.loads(log.read_text())["events"][-1]["op"] == "run_round"
+    res2 = _segment(
+        CliRunner(), scan, prompts, tmp_path / "m2.nii.gz", "--weights", str(ckpt), "--no-log"
+    )
+    assert res2.exit_code == 0 and not (tmp_path / "m2.log.json").exists()

@@ -105,7 +105,8 @@ def run_demo(
         volume, gt, out / "demo_montage.png", title="synthetic scan with ground truth"
     )
 
-    session = InteractiveSession(engine, session_config)
+    log_path = out / "demo_interaction_log.json"
+    session = InteractiveSession(engine, session_config, autosave=log_path)  # saved every round
     session.set_volume(volume)
     engine_cfg = session.engine.config_dict()
     echo(
@@ -146,7 +147,7 @@ def run_demo(
             f"{r.seconds:.2f} s"
         )
     res.files["mask"] = save_mask(session.mask(), out / "demo_mask.nii.gz", overwrite=True)
-    res.files["log"] = session.save_log(out / "demo_interaction_log.json")
+    res.files["log"] = session.save_log(log_path)
     if panels:
         res.files["overlay"] = render_overlay(
             volume,

@@ -68,11 +68,22 @@ def register(app: typer.Typer) -> None:
         threshold: ThresholdOpt = None,
         prob_out: Annotated[Path | None, typer.Option(help="Also write probabilities")] = None,
         log_out: Annotated[
-            Path | None, typer.Option(help="Write the interaction log (.json)")
+            Path | None,
+            typer.Option(
+                help="Interaction log (.json), saved after every round "
+                "(default: next to --out as NAME.log.json)"
+            ),
         ] = None,
+        no_log: Annotated[
+            bool, typer.Option("--no-log", help="Do not write the interaction log")
+        ] = False,
         overwrite: Annotated[bool, typer.Option(help="Overwrite existing outputs")] = False,
     ) -> None:
         """Segment a scan non-interactively: one engine round per round in the prompt file.
+
+        The interaction log is saved atomically after every round (``--log-out``, by default
+        ``NAME.log.json`` next to the mask), so a killed run loses no finished round and
+        ``ichseg replay`` reproduces the mask.
 
         Checks run before anything heavy, in this order: output paths, the prompt file, the
         options, the scan (and the prompts against its grid); only then are the weights loaded.
@@ -81,6 +92,10 @@ def register(app: typer.Typer) -> None:
         from ichseg.interaction.prompts import PromptSet
         from ichseg.io.reader import save_mask, save_volume
 
+        if log_out is None and not no_log:
+            log_out = default_log_path(out)
+        elif no_log:
+            log_out = None
         check_output_paths(
             Output("--out", out, suffixes=volume_suffixes()),
             Output("--prob-out", prob_out, suffixes=volume_suffixes()),
@@ -105,6 +120,7 @@ def register(app: typer.Typer) -> None:
         volume = options.load(scan)
         _check_prompts_fit(prompt_set, prompts, volume)
         session, _ = build_session(settings, weights)
+        session.autosave = log_out
         session.set_volume(volume)
         for rnd in prompt_set.rounds:
             session.add_prompts(rnd.prompts)
@@ -112,9 +128,9 @@ def register(app: typer.Typer) -> None:
         save_mask(session.mask(), out, overwrite=overwrite)
         if prob_out:
             save_volume(session.probability(), prob_out, overwrite=overwrite)
-        if log_out:
-            session.save_log(log_out)
         typer.echo(f"hematoma volume {session.volume_ml:.2f} mL -> {out}")
+        if log_out:
+            typer.echo(f"interaction log -> {log_out}")
 
     @app.command("replay")
     def replay_cmd(
@@ -191,6 +207,16 @@ def register(app: typer.Typer) -> None:
                 )
         save_mask(session.mask(), out, overwrite=overwrite)
         typer.echo(f"hematoma volume {session.volume_ml:.2f} mL -> {out}")
+
+
+def default_log_path(out: Path) -> Path:
+    """``mask.nii.gz`` -> ``mask.log.json`` in the same folder."""
+    name = out.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.dcm", ".dcm"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return out.with_name(f"{name}.log.json")
 
 
 def _logged_scan(data: dict, log: Path) -> Path:
