@@ -262,9 +262,9 @@ def _previous_seen_by_sim(model, monkeypatch, config):
     seen = []
     real = model.run_sim
 
-    def spy(image, hints, prev):
+    def spy(image, hints, prev, new=None):
         seen.append(prev.detach().clone())
-        return real(image, hints, prev)
+        return real(image, hints, prev, new)
 
     monkeypatch.setattr(model, "run_sim", spy)
     s.add_prompt(sc)
