@@ -97,3 +97,15 @@ def test_training_log_png_with_two_stages(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ConfigError, match="not an ichseg training log"):
         P.plot_training_log([("x", tmp_path / "bad.csv")], tmp_path / "x.png")
+
+
+def test_method_volume_agreement_png(tmp_path: Path) -> None:
+    df = _frame()
+    final = df[(df["round"] == 3) & (df["method"] == "ours")]
+    pred, gt = final.vol_pred_ml.to_numpy(), final.vol_gt_ml.to_numpy()
+    ba, icc = P.plot_method_volume_agreement(pred, gt, tmp_path / "ours.png", method="ours")
+    assert _is_png(tmp_path / "ours.png")
+    assert ba.bias == pytest.approx((pred - gt).mean()) and ba.n == 6
+    assert 0.5 < icc.icc <= 1.0 and icc.n == 6
+    with pytest.raises(ConfigError):
+        P.plot_method_volume_agreement(pred, gt[:3], tmp_path / "x.png", method="x")

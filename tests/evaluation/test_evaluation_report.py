@@ -80,10 +80,19 @@ def test_write_report_files_and_command(tmp_path):
         "paired_tests",
         "dice_vs_round",
         "volume_agreement",
+        "volume_agreement_table",
+        "volume_agreement[a]",
+        "volume_agreement[b]",
         "overlay",
         "report",
     }
     assert set(paths) == expected
+    assert paths["volume_agreement[b]"].name == "volume_agreement_b.png"
+    md = paths["report"].read_text(encoding="utf-8")
+    assert "## Volume agreement (final round)" in md and "ICC(2,1)" in md
+    assert "![volume agreement, a](volume_agreement_a.png)" in md
+    csv = pd.read_csv(paths["volume_agreement_table"], index_col="method")
+    assert list(csv.index) == ["a", "b"] and {"icc_ci_lo", "loa_hi_ml"} <= set(csv.columns)
     for p in paths.values():
         assert p.is_file() and p.stat().st_size > 0
     text = paths["report"].read_text(encoding="utf-8")
@@ -131,3 +140,18 @@ def test_write_report_errors(tmp_path):
     single = df[df["method"] == "a"]
     paths = write_report(single, tmp_path / "one", command=COMMAND)
     assert "paired_tests" not in paths and "overlay" not in paths
+
+
+def test_volume_agreement_icc_and_bland_altman():
+    from ichseg.evaluation.report import method_file_name, volume_agreement
+    from ichseg.evaluation.statistics import icc_agreement
+
+    df = fake_results()
+    table = volume_agreement(df)
+    final = df.sort_values("round").groupby(["method", "fold", "case_id"]).tail(1)
+    b = final[final.method == "b"]
+    icc = icc_agreement(b.vol_pred_ml, b.vol_gt_ml)
+    assert table.loc["b", "icc_2_1"] == pytest.approx(icc.icc)
+    assert table.loc["b", "bias_ml"] == pytest.approx((b.vol_pred_ml - b.vol_gt_ml).mean())
+    assert table.loc["b", "n"] == 8
+    assert method_file_name("hpinet refined/2") == "hpinet_refined_2"

@@ -136,3 +136,44 @@ def test_bland_altman_known_bias() -> None:
     assert ba.sd == pytest.approx(np.std([1, 3, 1, 3], ddof=1))
     assert ba.loa_hi == pytest.approx(2.0 + 1.96 * ba.sd)
     assert ba.n == 4
+
+
+# --- ICC(2,1) -------------------------------------------------------------------------------------
+#: Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges.
+SHROUT_FLEISS = np.array(
+    [[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]],
+    dtype=float,
+)
+
+
+def test_icc_2_1_shrout_fleiss_textbook_example() -> None:
+    r = S.icc_2_1(SHROUT_FLEISS)
+    # the paper's ANOVA (BMS 11.24, JMS 32.49, EMS 1.02) and ICC(2,1) = 0.29
+    assert r.msr == pytest.approx(11.24, abs=0.005)
+    assert r.msc == pytest.approx(32.49, abs=0.005)
+    assert r.mse == pytest.approx(1.02, abs=0.005)
+    assert r.icc == pytest.approx(0.29, abs=0.005)
+    assert (r.n, r.k, r.df1, r.df2, r.n_dropped) == (6, 4, 5, 15, 0)
+    assert r.f == pytest.approx(r.msr / r.mse) and r.pvalue == pytest.approx(stats.f.sf(r.f, 5, 15))
+    # McGraw & Wong (1996) 95 % CI of ICC(A,1) for these data: about [0.02, 0.76]
+    assert r.lo == pytest.approx(0.019, abs=0.002) and r.hi == pytest.approx(0.761, abs=0.002)
+
+
+def test_icc_absolute_agreement_penalises_bias_and_handles_edges() -> None:
+    gt = np.array([5.0, 12.0, 20.0, 33.0, 41.0, 60.0])
+    noise = np.array([0.5, -0.4, 0.3, -0.2, 0.6, -0.5])
+    good = S.icc_agreement(gt + noise, gt)
+    assert good.icc > 0.99 and good.lo < good.icc < good.hi <= 1.0
+    biased = S.icc_agreement(gt + noise + 15.0, gt)  # same consistency, 15 mL offset
+    assert biased.icc < good.icc - 0.05
+    assert S.icc_agreement(gt, gt).icc == 1.0  # perfect agreement
+    with_nan = S.icc_agreement(np.append(gt + noise, np.nan), np.append(gt, 3.0))
+    assert with_nan.n == 6 and with_nan.n_dropped == 1
+    assert with_nan.icc == pytest.approx(good.icc)
+    assert math.isnan(S.icc_agreement([1.0], [1.0]).icc)
+    with pytest.raises(ConfigError):
+        S.icc_2_1(np.ones((4, 1)))
+    with pytest.raises(ConfigError):
+        S.icc_agreement([1.0, 2.0], [1.0])
+    with pytest.raises(ConfigError):
+        S.icc_agreement([1.0, math.inf], [1.0, 2.0])

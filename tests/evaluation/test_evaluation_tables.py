@@ -131,3 +131,29 @@ def test_writers(frame: pd.DataFrame, tmp_path: Path) -> None:
     frame.to_csv(tmp_path / "res.csv", index=False)
     assert len(T.read_results(tmp_path / "res.csv")) == len(frame)
     assert "n/a" in T.to_markdown(pd.DataFrame({"x": [math.nan]}, index=["m"]))
+
+
+def test_noc_cap_rules(frame: pd.DataFrame) -> None:
+    # 3 rounds run, cap 20: an unreached case counts as 3 + 1 (a lower bound)
+    t = T.noc(frame, thresholds=(0.90,), cap=20)
+    assert t.loc["A", "NoC@90"] == pytest.approx((3 + 4 + 2 + 4) / 4)  # c2, c4 unreached
+    assert t.loc["A", "failed@90"] == 2
+    assert t.attrs == {"noc_cap": 20, "rounds_run": 3, "unreached_counts_as": 4}
+    # cap below the rounds run: rounds beyond it do not count, a failure costs the cap
+    t2 = T.noc(frame, thresholds=(0.90,), cap=2)
+    assert t2.loc["A", "NoC@90"] == pytest.approx((2 + 2 + 2 + 2) / 4)
+    assert t2.attrs["unreached_counts_as"] == 2
+    # default cap = min(20, rounds run): the old behaviour for runs of <= 20 rounds
+    assert T.noc(frame, thresholds=(0.90,)).attrs["noc_cap"] == 3
+    assert T.noc_budget(8) == (8, 8) and T.noc_budget(8, 20) == (8, 9)
+    assert T.noc_budget(30) == (20, 20) and T.noc_budget(30, 20) == (20, 20)
+    assert T.noc_budget(19, 20) == (19, 20)  # R + 1 meets the cap: continuous at R = C - 1
+    long_run = pd.DataFrame(
+        {"method": "A", "case_id": "c", "round": range(1, 26), "dice": [0.5] * 21 + [0.95] * 4}
+    )
+    t3 = T.noc(long_run, thresholds=(0.90,))  # 25 rounds: capped at 20, reached at 22
+    assert t3.loc["A", "NoC@90"] == 20 and t3.loc["A", "failed@90"] == 1
+    assert T.noc(long_run, thresholds=(0.90,), cap=25).loc["A", "NoC@90"] == 22
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="cap"):
+            T.noc(frame, cap=bad)

@@ -191,7 +191,8 @@ def test_segment_checks_the_prompt_file_before_the_model(tmp_path, no_weights):
             },
             "rounds[0].prompts[0]",
         ),
-        ({"rounds": [{"prompts": [{"type": "box", "z": 1}]}]}, "unknown prompt type 'box'"),
+        ({"rounds": [{"prompts": [{"type": "box", "z": 1}]}]}, "missing the field 'corners'"),
+        ({"rounds": [{"prompts": [{"type": "lasso", "z": 1}]}]}, "unknown prompt type 'lasso'"),
     ]
     for content, words in cases:
         bad.write_text(json.dumps(content))

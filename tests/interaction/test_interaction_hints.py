@@ -10,12 +10,14 @@ from ichseg.errors import DimensionalityError, PromptError
 from ichseg.interaction.hints import (
     HINT_NEGATIVE,
     HINT_POSITIVE,
+    box_inside,
     downsample_hints,
+    draw_box_ring,
     rasterize_polyline,
     rasterize_prompts,
     rasterize_slice,
 )
-from ichseg.interaction.prompts import Click, Click2D, Scribble, Scribble2D
+from ichseg.interaction.prompts import Box, Click, Click2D, Scribble, Scribble2D
 
 SHAPE = (16, 48, 48)
 
@@ -114,3 +116,55 @@ def test_upsample_is_nearest_and_shapes_checked():
         downsample_hints(h, (4,))
     with pytest.raises(DimensionalityError):
         downsample_hints(h, (0, 4))
+
+
+def test_box_is_a_background_ring_just_outside_and_nothing_inside():
+    box = Box(4, 9.5, 19.5, 20.5, 30.5)  # pixels rows 10..20, cols 20..30
+    h = rasterize_prompts([box], SHAPE)
+    assert h[HINT_POSITIVE].sum() == 0  # a box marks nothing as hemorrhage
+    neg = h[HINT_NEGATIVE] > 0
+    assert neg[[z for z in range(SHAPE[0]) if z != 4]].sum() == 0
+    inside = np.zeros(SHAPE[1:], bool)
+    inside[10:21, 20:31] = True
+    assert np.array_equal(box_inside(box, SHAPE[1:]), inside)
+    assert not (neg[4] & inside).any()
+    ring = np.zeros(SHAPE[1:], bool)
+    ring[8:23, 18:33] = True  # 2 px frame (the default ring_vox)
+    ring &= ~inside
+    assert np.array_equal(neg[4], ring)
+    one = rasterize_slice([Box(4, 9.5, 19.5, 20.5, 30.5, ring_vox=1)], SHAPE[1:], 4)
+    assert one[HINT_NEGATIVE].sum() == 13 * 13 - 11 * 11
+    assert rasterize_slice([box], SHAPE[1:], 5).sum() == 0  # another slice
+
+
+def test_box_ring_is_clipped_at_the_slice_border_and_validated():
+    canvas = np.zeros((10, 10), bool)
+    draw_box_ring(canvas, Box(0, -0.5, -0.5, 3.5, 3.5))  # corner box: ring only right/below
+    expected = np.zeros((10, 10), bool)
+    expected[:6, :6] = True
+    expected[:4, :4] = False
+    assert np.array_equal(canvas, expected)
+    full = rasterize_slice([Box(0, -0.5, -0.5, 9.5, 9.5)], (10, 10), 0)
+    assert full.sum() == 0  # a box covering the slice leaves no room for a ring
+    with pytest.raises(PromptError, match="not inside"):
+        rasterize_slice([Box(0, 1, 1, 12, 5)], (10, 10), 0)
+    with pytest.raises(PromptError, match="outside the volume"):
+        rasterize_prompts([Box(20, 1, 1, 5, 5)], SHAPE)
+
+
+def test_box_with_a_click_accumulates_both_channels():
+    h = rasterize_prompts([Box(2, 9.5, 9.5, 20.5, 20.5), Click(2, 15, 15, True, 2.0)], SHAPE)
+    assert h[HINT_POSITIVE, 2, 15, 15] == 1 and h[HINT_POSITIVE, 2].sum() == 13
+    assert h[HINT_NEGATIVE, 2, 8, 8] == 1 and h[HINT_NEGATIVE, 2, 15, 15] == 0
+
+
+def test_boxes_of_one_slice_keep_their_rings_out_of_each_other():
+    a, b = Box(1, 4.5, 4.5, 10.5, 10.5), Box(1, 4.5, 12.5, 10.5, 18.5)  # 1 px apart
+    h = rasterize_prompts([a, Click(1, 7, 7, True), b], SHAPE)
+    inside = rasterize_slice([], SHAPE[1:], 1)[0] > 0
+    for box in (a, b):
+        (r0, r1), (c0, c1) = box.pixel_ranges()
+        inside[r0 : r1 + 1, c0 : c1 + 1] = True
+    neg = h[HINT_NEGATIVE, 1] > 0
+    assert not (neg & inside).any() and neg[7, 11] and neg[3, 15]
+    assert np.array_equal(rasterize_slice(iter([a, b]), SHAPE[1:], 1)[1], h[HINT_NEGATIVE, 1])

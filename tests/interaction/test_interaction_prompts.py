@@ -10,6 +10,8 @@ import pytest
 
 from ichseg.errors import GeometryError, InputFileError, PromptError
 from ichseg.interaction.prompts import (
+    BOX_FIELDS,
+    Box,
     Click,
     Click2D,
     GridRef,
@@ -265,6 +267,9 @@ def test_schema_is_packaged_and_matches_the_parser():
         assert set(defs[kind]["required"]) == {"type", "z", "positive"} | (
             {"point"} if kind == "click" else {"points"}
         )
+    assert set(defs["box"]["properties"]) == BOX_FIELDS
+    assert set(defs["box"]["required"]) == {"type", "z", "corners"}
+    assert {"$ref": "#/$defs/box"} in defs["prompt"]["oneOf"]
 
 
 def _doc_examples() -> list[dict]:
@@ -281,7 +286,7 @@ def test_docs_examples_parse():
         ps = PromptSet.from_dict(ex)
         assert ps.rounds and all(r.prompts for r in ps.rounds)
         kinds |= {type(p).__name__ for p in ps.all_prompts()}
-    assert kinds == {"Click", "Scribble"}
+    assert kinds == {"Click", "Scribble", "Box"}
 
 
 def test_docs_examples_and_written_files_validate_against_the_schema():
@@ -289,7 +294,9 @@ def test_docs_examples_and_written_files_validate_against_the_schema():
     from ichseg.interaction.prompts import prompt_schema
 
     validator = jsonschema.Draft202012Validator(prompt_schema())
-    written = PromptSet(_grid()).add_round([Click(1, 2, 3, True), Scribble(1, [(1, 2)], False)])
+    written = PromptSet(_grid()).add_round(
+        [Click(1, 2, 3, True), Scribble(1, [(1, 2)], False), Box(1, 0.5, 1.5, 9.5, 7.5, 1)]
+    )
     for ex in [*_doc_examples(), written.to_dict()]:
         assert not list(validator.iter_errors(ex))
 
@@ -305,3 +312,212 @@ def test_docs_coordinate_recipe_maps_file_voxels_to_canonical():
     z, y, x = grid.ras_to_zyx(ras[None])[0]
     ras_vol.array[i, j, k] = 1.0
     assert to_canonical(ras_vol)[0].zyx()[round(z), round(y), round(x)] == 1.0
+
+
+# ------------------------------------------------------------------------------------ boxes
+def test_box_json_round_trip_and_fields(tmp_path):
+    b = Box(3, 9.5, 11.5, 20.5, 30.5)
+    d = b.to_dict()
+    assert d == {"type": "box", "z": 3, "corners": [[9.5, 11.5], [20.5, 30.5]], "ring_vox": 2}
+    assert prompt_from_dict(d) == b
+    assert prompt_from_dict({"type": "box", "z": 3, "corners": [[9.5, 11.5], [20.5, 30.5]]}) == b
+    assert prompt_from_dict({**d, "ring_vox": 1.0}).ring_vox == 1
+    assert b.positive is False and b.pixel_ranges() == ((10, 20), (12, 30))
+    assert b.points_zyx().shape == (4, 3) and set(b.points_zyx()[:, 0]) == {3.0}
+    ps = PromptSet(_grid()).add_round([b, Click(3, 15, 20, True)])
+    back = PromptSet.load(ps.save(tmp_path / "p.json"))
+    assert back == ps and isinstance(back.rounds[0].prompts[0], Box)
+    with pytest.raises(PromptError, match="unknown field"):
+        prompt_from_dict({**d, "positive": True})
+    with pytest.raises(PromptError, match="missing the field 'corners'"):
+        prompt_from_dict({"type": "box", "z": 3})
+    for corners in ([[1, 2]], [[1, 2], [3]], "ab", [[1, 2], [3, "x"]]):
+        with pytest.raises(PromptError):
+            prompt_from_dict({"type": "box", "z": 3, "corners": corners})
+    with pytest.raises(PromptError, match="'click', 'scribble' or 'box'"):
+        prompt_from_dict({"type": "lasso"})
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((1, 5.0, 5.0, 5.0, 9.0), "y0 < y1"),
+        ((1, 5.0, 9.0, 8.0, 2.0), "x0 < x1"),
+        ((1, float("nan"), 1.0, 4.0, 5.0), "finite"),
+        ((1, 1.0, 1.0, float("inf"), 5.0), "finite"),
+        ((1, 2.2, 1.0, 2.8, 5.0), "no pixel centre"),
+        ((1.5, 1.0, 1.0, 4.0, 5.0), "integer slice"),
+        ((1, 1.0, 1.0, 4.0, 5.0, 0), "ring_vox"),
+        ((1, 1.0, 1.0, 4.0, 5.0, 1.5), "ring_vox"),
+        ((1, 1.0, 1.0, 4.0, 5.0, True), "ring_vox"),
+    ],
+)
+def test_box_intrinsic_validation(args, match):
+    with pytest.raises(PromptError, match=match):
+        Box(*args)
+
+
+def test_box_validated_against_the_grid():
+    grid = _grid()  # (16, 48, 48)
+    validate(Box(0, -0.5, -0.5, 47.5, 47.5), grid)  # the whole slice: edges at -0.5 / 47.5
+    for bad, match in (
+        (Box(16, 1, 1, 4, 5), "outside the volume"),
+        (Box(-1, 1, 1, 4, 5), "outside the volume"),
+        (Box(2, -0.6, 1, 4, 5), "not inside"),
+        (Box(2, 1, 1, 4, 47.6), "not inside"),
+    ):
+        with pytest.raises(PromptError, match=match):
+            validate(bad, grid)
+    with pytest.raises(PromptError, match=r"rounds\[0\]\.prompts\[0\].*not inside"):
+        PromptSet.from_dict(
+            {
+                "grid": grid.to_dict(),
+                "rounds": [{"prompts": [{"type": "box", "z": 1, "corners": [[0, 0], [9, 60]]}]}],
+            }
+        )
+
+
+def test_box_around_a_mask_and_its_geometry():
+    m = np.zeros((48, 48), bool)
+    m[10:14, 20:31] = True
+    b = Box.around(m, 4, ring_vox=1)
+    assert (b.y0, b.x0, b.y1, b.x1, b.ring_vox) == (9.5, 19.5, 13.5, 30.5, 1)
+    with pytest.raises(PromptError, match="empty"):
+        Box.around(np.zeros((4, 4)), 0)
+    # resampling maps pixel edges to pixel edges; the world round trip is exact
+    r = rescale_prompt(b, 2.0)
+    assert (r.y0, r.x0, r.y1, r.x1, r.ring_vox) == (19.5, 39.5, 27.5, 61.5, 2)
+    grid = _grid()
+    w = prompt_to_world(b, grid)
+    assert w.kind == "box" and len(w.points_ras) == 4 and w.positive is False
+    assert WorldPrompt.from_dict(w.to_dict()) == w
+    assert prompt_from_world(w, grid) == b
+    ras_grid = GridRef.from_volume(
+        reorient(Volume(np.zeros(SHAPE[::-1]), grid.affine_array), "RAS")[0]
+    )
+    there = convert_prompt(b, grid, ras_grid)  # flipped in-plane axes: corners re-sorted
+    assert isinstance(there, Box) and there.y0 < there.y1 and there.x0 < there.x1
+    assert convert_prompt(there, ras_grid, grid) == b
+
+
+def _box_phantom():
+    """Canonical LPS (6, 40, 40) scan: a 70 HU square bleed (rows/cols 15..24, slices 2..4) in
+    35 HU brain, touching on slice 3 a 70 HU strip below it (rows 25..34) that is not blood."""
+    img = np.full((40, 40, 6), 35.0)  # (i, j, k) = (x, y, z)
+    img[15:25, 15:25, 2:5] = 70.0
+    img[15:25, 25:35, 3] = 70.0
+    return Volume(img.astype(np.int16), make_affine((1.0, 1.0, 5.0), "LPS", (0, 0, 0)))
+
+
+def test_random_walker_stays_inside_the_box_on_its_slice():
+    from ichseg.interaction.random_walker import RandomWalkerConfig, RandomWalkerEngine
+    from ichseg.interaction.session import InteractiveSession
+
+    rw = RandomWalkerConfig(margin_mm=12.0, downsample=1)
+    plain = InteractiveSession(RandomWalkerEngine(rw))
+    plain.set_volume(_box_phantom())
+    plain.add_click(3, 20, 20, True)
+    free = plain.run_round().mask.transpose(2, 1, 0)  # (z, y, x)
+    assert free[3, 25:29, 16:24].mean() > 0.7  # without a box it leaks into the strip
+
+    boxed = InteractiveSession(RandomWalkerEngine(rw))
+    boxed.set_volume(_box_phantom())
+    boxed.add_box(3, 14.5, 14.5, 24.5, 24.5)  # pixels 15..24 inside
+    boxed.add_click(3, 20, 20, True)
+    outside = boxed.engine.box_outside(boxed.pending)[3]
+    assert outside[15:25, 15:25].sum() == 0 and outside.sum() == 40 * 40 - 100
+    res = boxed.run_round()
+    mask = res.mask.transpose(2, 1, 0)
+    inside = ~outside
+    assert mask[3][~inside].sum() == 0  # nothing outside the box on its slice
+    assert mask[3, 15:24, 15:25].all()  # (row 24 borders the strip's background seeds)
+    assert mask[2, 16:24, 16:24].all()  # neighbouring slices are not cut by the box
+    assert res.interacted_slices == [3]
+
+
+def test_session_box_checks_and_box_alone(tmp_path):
+    from ichseg.interaction.random_walker import RandomWalkerEngine
+    from ichseg.interaction.session import NOTE_ONLY_BACKGROUND, InteractiveSession
+
+    s = InteractiveSession(RandomWalkerEngine())
+    s.set_volume(_box_phantom())
+    with pytest.raises(PromptError, match="not inside"):
+        s.add_box(3, 1, 1, 45, 5)
+    with pytest.raises(PromptError, match="box ring width 40 px"):
+        s.add_box(3, 10, 10, 20, 20, ring=40)  # 40 mm > max_prompt_size_mm
+    s.add_box(3, 10.5, 10.5, 29.5, 29.5)
+    res = s.run_round()  # a box alone marks no hemorrhage
+    assert res.note == NOTE_ONLY_BACKGROUND and res.mask.sum() == 0
+
+
+def test_box_prompt_file_end_to_end_with_the_random_walker(tmp_path):
+    """A prompt file with a box (as ``ichseg segment`` reads it) through a session, its log
+    and a replay."""
+    from ichseg.interaction.random_walker import RandomWalkerConfig, RandomWalkerEngine
+    from ichseg.interaction.session import InteractiveSession, read_log, replay_events
+
+    path = tmp_path / "prompts.json"
+    path.write_text(
+        json.dumps(
+            {
+                "rounds": [
+                    {
+                        "prompts": [
+                            {"type": "box", "z": 3, "corners": [[14.5, 14.5], [24.5, 24.5]]},
+                            {"type": "click", "z": 3, "point": [20, 20], "positive": True},
+                        ]
+                    },
+                    {"prompts": [{"type": "click", "z": 2, "point": [20, 20], "positive": True}]},
+                ]
+            }
+        )
+    )
+    ps = PromptSet.load(path)
+    rw = RandomWalkerConfig(margin_mm=12.0, downsample=1)
+    session = InteractiveSession(RandomWalkerEngine(rw))
+    session.set_volume(_box_phantom())
+    for rnd in ps.rounds:
+        session.add_prompts(rnd.prompts)
+        session.run_round()
+    mask = session.mask().array.transpose(2, 1, 0)
+    assert mask[3, :15].sum() == 0 and mask[3, 25:].sum() == 0
+    assert mask[3, 15:24, 15:25].all()
+    log = session.save_log(tmp_path / "log.json")
+    data = read_log(log)
+    assert any(ev.get("prompt", {}).get("type") == "box" for ev in data["events"])
+    again = InteractiveSession(RandomWalkerEngine(rw))
+    replay_events(again, data, _box_phantom())
+    assert np.array_equal(again.mask().array, session.mask().array)
+
+
+def test_segment_cli_reads_box_prompts(tmp_path):
+    """``ichseg segment`` with a box + click prompt file (tiny checkpoint), then ``replay``."""
+    import torch
+    from test_interaction_session import TINY, phantom
+    from typer.testing import CliRunner
+
+    from ichseg.cli import app, register_commands
+    from ichseg.io.nifti import write_nifti
+    from ichseg.io.volume import to_canonical
+    from ichseg.models.registry import build_model, save_model
+
+    register_commands()
+    torch.manual_seed(0)
+    ckpt = save_model(build_model("hpinet", "lite", **TINY), tmp_path / "tiny.pt")
+    vol, mask = phantom()
+    scan = write_nifti(vol, tmp_path / "scan.nii.gz")
+    gt = to_canonical(mask)[0].zyx()
+    z = int(np.argmax(gt.reshape(gt.shape[0], -1).sum(1)))
+    ys, xs = np.nonzero(gt[z])
+    box = Box.around(gt[z], z)
+    click = Click(z, float(np.median(ys)), float(np.median(xs)), True)
+    prompts = PromptSet().add_round([box, click]).save(tmp_path / "prompts.json")
+    out, log = tmp_path / "mask.nii.gz", tmp_path / "log.json"
+    runner = CliRunner()
+    args = ["segment", str(scan), "--prompts", str(prompts), "--out", str(out)]
+    res = runner.invoke(app, [*args, "--weights", str(ckpt), "--log-out", str(log)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "round 1" in res.output
+    assert '"type": "box"' in log.read_text()
+    res = runner.invoke(app, ["replay", str(log), "--out", str(tmp_path / "again.nii.gz")])
+    assert res.exit_code == 0, res.output + repr(res.exception)

@@ -11,13 +11,16 @@ from skimage.draw import ellipse
 
 from ichseg.errors import ConfigError, DimensionalityError, PromptError
 from ichseg.interaction.hints import HINT_NEGATIVE, HINT_POSITIVE, rasterize_prompts
-from ichseg.interaction.prompts import Click, PromptSet, Scribble
+from ichseg.interaction.prompts import Box, Click, PromptSet, Scribble
 from ichseg.interaction.scribble_robot import ScribbleRobot
 from ichseg.interaction.simulated_user import (
+    Cvpr25Clinician,
     SimulatedClinician,
     band_slices,
     error_clicks,
     largest_area_slice,
+    largest_error_click,
+    largest_slice_box,
     worst_slice,
 )
 
@@ -195,3 +198,99 @@ def test_real_case_round_one_strokes_inside_lesion():
         assert 9 <= z <= 15 and turn.prompts
         h = rasterize_prompts(turn.prompts, gt.shape).astype(bool)
         assert not np.any(h[HINT_POSITIVE] & ~gt) and h[HINT_NEGATIVE].sum() == 0
+
+
+# ------------------------------------------------------------------- CVPR 2025 protocol user
+def test_cvpr25_click_goes_to_the_largest_error_with_its_sign():
+    gt = np.zeros((8, 30, 30), bool)
+    pred = np.zeros_like(gt)
+    gt[1:6, 2:7, 2:7] = True  # FN cube: 125 voxels, deepest voxel (3, 4, 4)
+    pred[2, 20:25, 20:25] = True  # FP square: 25 voxels
+    found = largest_error_click(pred, gt)
+    assert found is not None and found.n_components == 2
+    assert found.component_voxels == 125 and found.distance_mm == pytest.approx(3.0)
+    assert found.click == Click(3, 4.0, 4.0, True, 2.0)
+    # make the false positive the larger error: a negative click at its centre
+    pred[0:7, 16:23, 16:23] = True  # 343 voxels (with the square: one component)
+    found = largest_error_click(pred, gt, radius_vox=1.0)
+    assert found.click == Click(3, 19.0, 19.0, False, 1.0)
+    assert found.component_voxels == 343 + 25 - 3 * 3
+    assert largest_error_click(gt, gt) is None  # exact prediction: no click
+
+
+def test_cvpr25_click_sign_is_that_of_the_chosen_voxel_in_a_mixed_component():
+    gt = np.zeros((1, 20, 20), bool)
+    gt[0, 2:12, 2:12] = True
+    pred = np.zeros_like(gt)
+    pred[0, 12:15, 2:12] = True  # FP strip touching the FN square: one 26-connected error
+    found = largest_error_click(pred, gt)
+    assert found.n_components == 1 and found.component_voxels == 130
+    assert found.click.positive and 2 <= found.click.y < 12  # deepest voxel is in the FN part
+
+
+def test_cvpr25_click_uses_the_voxel_spacing():
+    """One error component: a 1-slice 9x9 plate joined to a 5-slice 3x3 column. In voxel units
+    the column's middle is deepest; with 5 mm slices and 1 mm pixels the plate's centre is."""
+    gt = np.zeros((8, 20, 20), bool)
+    gt[0, 0:9, 0:9] = True
+    gt[0:5, 8:11, 8:11] = True
+    pred = np.zeros_like(gt)
+    vox = largest_error_click(pred, gt, (1.0, 1.0, 1.0))
+    assert vox.n_components == 1
+    assert (vox.click.z, vox.click.y, vox.click.x) == (1, 9.0, 9.0)  # first of the ties
+    assert vox.distance_mm == pytest.approx(2.0)
+    mm = largest_error_click(pred, gt, (5.0, 1.0, 1.0))
+    assert (mm.click.z, mm.click.y, mm.click.x) == (0, 4.0, 4.0)
+    assert mm.distance_mm == pytest.approx(5.0)
+    with pytest.raises(ConfigError):
+        largest_error_click(pred, gt, (0.0, 1.0, 1.0))
+    with pytest.raises(ConfigError):
+        largest_error_click(pred, gt, (1.0, 1.0))
+    with pytest.raises(PromptError):
+        largest_error_click(pred[:4], gt)
+
+
+def test_largest_slice_box_is_tight():
+    gt = _gt()
+    z = largest_area_slice(gt)
+    box = largest_slice_box(gt, ring_vox=1)
+    ys, xs = np.nonzero(gt[z])
+    assert box == Box(z, ys.min() - 0.5, xs.min() - 0.5, ys.max() + 0.5, xs.max() + 0.5, 1)
+    with pytest.raises(DimensionalityError):
+        largest_slice_box(gt[0])
+
+
+def test_cvpr25_clinician_rounds():
+    gt = _gt().astype(bool)
+    user = Cvpr25Clinician((5.0, 0.5, 0.5))
+    first = user.step(np.zeros_like(gt), gt)
+    box, click = first.prompts
+    assert isinstance(box, Box) and box == largest_slice_box(gt)
+    assert isinstance(click, Click) and click.positive and gt[click.z, int(click.y), int(click.x)]
+    assert first.info["box"] and first.info["reason"] == "largest_error_fn"
+    assert (first.info["n_prompts"], first.info["n_positive"], first.info["n_negative"]) == (
+        2,
+        1,
+        0,
+    )
+    assert first.as_round().prompts == first.prompts
+    pred = gt.copy()
+    pred[3, 0:6, 0:6] = True  # a false positive, far from the bleed
+    second = user.step(pred, gt)
+    assert len(second.prompts) == 1 and not second.prompts[0].positive
+    assert second.info["reason"] == "largest_error_fp" and not second.info["box"]
+    third = user.step(gt, gt)
+    assert third.stop and third.prompts == ()
+    assert user.rounds_done == 3
+    user.reset()
+    assert user.rounds_done == 0
+    nobox = Cvpr25Clinician((5.0, 0.5, 0.5), box=False).step(np.zeros_like(gt), gt)
+    assert [type(p) for p in nobox.prompts] == [Click] and nobox.prompts[0] == click
+    empty = np.zeros_like(gt)
+    fp = empty.copy()
+    fp[2, 5:9, 5:9] = True
+    turn = Cvpr25Clinician((1.0, 1.0, 1.0)).step(fp, empty)  # no GT: no box, a negative click
+    assert [type(p) for p in turn.prompts] == [Click] and not turn.prompts[0].positive
+    for bad in ({"click_radius": -1.0}, {"ring_vox": 0}):
+        with pytest.raises((ConfigError, PromptError)):
+            Cvpr25Clinician((1.0, 1.0, 1.0), **bad)

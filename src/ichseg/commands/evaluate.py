@@ -1,4 +1,11 @@
-"""``ichseg evaluate``: simulated-clinician benchmark of interactive methods on a dataset."""
+"""``ichseg evaluate``: simulated-clinician benchmark of interactive methods on a dataset.
+
+Two protocols: ``--protocol clinician`` (default: the simulated clinician draws scribbles, or
+clicks with ``--mode click`` / ``--clinician click``, on one slice per round, ``--rounds``
+default 8) and ``--protocol cvpr25`` (the CVPR 2025 challenge: optional GT box plus one click
+per round at the largest 3D error, ``--rounds`` = clicks, default 5; also writes
+``cvpr25.csv``, ``cvpr25_cases.csv`` and ``cvpr25.md``, see :mod:`ichseg.evaluation.cvpr25`).
+"""
 
 from __future__ import annotations
 
@@ -130,11 +137,45 @@ def register(app: typer.Typer) -> None:
         splits: Annotated[Path | None, typer.Option(help="Splits JSON (with --fold)")] = None,
         fold: Annotated[int | None, typer.Option(help="Evaluate this fold's test cases")] = None,
         cases: Annotated[str | None, typer.Option(help="Comma-separated case ids")] = None,
-        rounds: Annotated[int, typer.Option(help="Interaction rounds per case")] = 8,
-        mode: Annotated[str, typer.Option(help="Clinician prompts: scribble | click")] = "scribble",
+        rounds: Annotated[
+            int | None,
+            typer.Option(
+                help="Interaction rounds per case (default 8; --protocol cvpr25: clicks, "
+                "default 5)",
+                show_default=False,
+            ),
+        ] = None,
+        protocol: Annotated[
+            str,
+            typer.Option(
+                help="clinician (simulated clinician, one slice per round) | cvpr25 (CVPR 2025 "
+                "challenge: box + clicks at the largest 3D error; writes cvpr25.csv/.md)"
+            ),
+        ] = "clinician",
+        cvpr25_box: Annotated[
+            bool,
+            typer.Option(
+                "--cvpr25-box/--no-cvpr25-box",
+                help="cvpr25: give the GT's largest-slice 2D box with the first click",
+            ),
+        ] = True,
+        mode: Annotated[
+            str | None,
+            typer.Option(
+                "--mode",
+                "--clinician",
+                help="Clinician prompts: scribble | click (default scribble; protocol clinician)",
+                show_default=False,
+            ),
+        ] = None,
         start: Annotated[
-            str, typer.Option(help="Round-1 slice: random_band | largest")
-        ] = "random_band",
+            str | None,
+            typer.Option(
+                help="Round-1 slice: random_band | largest (default random_band; protocol "
+                "clinician)",
+                show_default=False,
+            ),
+        ] = None,
         seed: Annotated[int, typer.Option(help="Clinician seed")] = 0,
         max_cases: Annotated[int | None, typer.Option(help="Evaluate at most N cases")] = None,
         input_window: Annotated[
@@ -169,7 +210,15 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from ichseg.data.dataset import open_dataset
+        from ichseg.evaluation.cvpr25 import (
+            CVPR25_FILES,
+            format_cvpr25,
+            summary_table,
+            write_cvpr25,
+        )
         from ichseg.evaluation.interactive import (
+            DEFAULT_ROUNDS,
+            PROTOCOLS,
             ClinicianSpec,
             KeptCase,
             evaluate_interactive,
@@ -178,6 +227,17 @@ def register(app: typer.Typer) -> None:
         from ichseg.evaluation.report import format_summary, write_report
         from ichseg.preprocess.windowing import parse_window
 
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        cvpr25 = protocol == "cvpr25"
+        if cvpr25 and (mode is not None or start is not None):
+            raise ConfigError("--mode/--clinician and --start apply to --protocol clinician only")
+        if not cvpr25 and not cvpr25_box:
+            raise ConfigError("--no-cvpr25-box applies to --protocol cvpr25 only")
+        if rounds is None:
+            rounds = DEFAULT_ROUNDS[protocol]
+        mode = mode or "scribble"
+        start = start or "random_band"
         if rounds < 1:
             raise ConfigError(f"--rounds must be >= 1, got {rounds}")
         if threads is not None:
@@ -203,7 +263,13 @@ def register(app: typer.Typer) -> None:
         if reference is not None and reference not in names:
             raise ConfigError(f"--reference {reference!r} is not one of the methods {names}")
         check_output_paths(
-            Output("--out", out, kind="folder", products=REPORT_FILES), overwrite=overwrite
+            Output(
+                "--out",
+                out,
+                kind="folder",
+                products=(*REPORT_FILES, *(CVPR25_FILES if cvpr25 else ())),
+            ),
+            overwrite=overwrite,
         )
         lines = progress and not sys.stdout.isatty()  # a bar shows only on a terminal
         import pandas as pd
@@ -218,7 +284,9 @@ def register(app: typer.Typer) -> None:
                     selected, window, scan_options, progress_lines(name) if lines else None
                 ),
                 rounds=rounds,
-                clinician=spec,
+                clinician=None if cvpr25 else spec,
+                protocol=protocol,  # type: ignore[arg-type]
+                cvpr25_box=cvpr25_box,
                 method_name=name,
                 fold=fold_label,
                 empty_gt=empty_gt,  # type: ignore[arg-type]
@@ -243,9 +311,11 @@ def register(app: typer.Typer) -> None:
                 "cases": cases,
                 "method": list(method),
                 "rounds": rounds,
-                "mode": mode,
-                "start": start,
-                "seed": seed,
+                "protocol": protocol if cvpr25 else None,
+                "no_cvpr25_box": cvpr25 and not cvpr25_box,
+                "mode": None if cvpr25 else mode,
+                "start": None if cvpr25 else start,
+                "seed": None if cvpr25 else seed,
                 "max_cases": max_cases,
                 "input_window": input_window,
                 "correct_tilt": correct_tilt,
@@ -259,12 +329,13 @@ def register(app: typer.Typer) -> None:
             }
         )
         paths = write_report(results, out, command=command, reference_method=reference, kept=kept)
+        if cvpr25:
+            paths.update(write_cvpr25(results, out, command, rounds))
 
         summary = format_summary(results)
         n_cases = int(summary["cases"].max())
-        table = Table(
-            title=f"final round: {n_cases} case(s), <= {rounds} {mode} rounds", box=box.SIMPLE
-        )
+        what = "cvpr25 clicks" if cvpr25 else f"{mode} rounds"
+        table = Table(title=f"final round: {n_cases} case(s), <= {rounds} {what}", box=box.SIMPLE)
         table.add_column("method", no_wrap=True)
         labels = {"dice": "Dice", "hd95": "HD95 mm", "nsd2mm": "NSD2mm"}
         labels.update({"abs_vol_err_ml": "|dV| mL", "s/round": "s/round"})
@@ -280,4 +351,14 @@ def register(app: typer.Typer) -> None:
             console.print(
                 f"skipped {len(skipped)} case(s) without hemorrhage: {', '.join(skipped)}"
             )
+        if cvpr25:
+            t25 = Table(title=f"CVPR 2025 protocol, {rounds} clicks", box=box.SIMPLE)
+            rows = format_cvpr25(summary_table(results, rounds))
+            t25.add_column("method", no_wrap=True)
+            for col in rows[0][1] if rows else {}:
+                t25.add_column(col, justify="right")
+            for name, values in rows:
+                t25.add_row(name, *("n/a" if v != v else f"{v:.3f}" for v in values.values()))
+            console.print(t25)
+            console.print(f"cvpr25: {paths['cvpr25_md']}")
         console.print(f"report: {paths['report']}")

@@ -55,7 +55,13 @@ def register(app: typer.Typer) -> None:
     def segment_cmd(
         scan: Annotated[Path, typer.Argument(help="CT scan: NIfTI, NRRD/MHA or DICOM folder")],
         prompts: Annotated[Path, typer.Option(help=PROMPTS_HELP)],
-        out: Annotated[Path, typer.Option(help="Output mask (.nii.gz/.nrrd/.mha)")],
+        out: Annotated[
+            Path,
+            typer.Option(
+                help="Output mask (.nii.gz/.nrrd/.mha), or .dcm/.seg.dcm for a DICOM-SEG (needs "
+                "a DICOM scan folder; the SEG refers to its slices)"
+            ),
+        ],
         weights: Annotated[Path | None, typer.Option(help="Checkpoint (default: shipped)")] = None,
         input_window: Annotated[
             str | None, typer.Option(help="Window of already-windowed input, 'L,W' or preset")
@@ -77,6 +83,9 @@ def register(app: typer.Typer) -> None:
         no_log: Annotated[
             bool, typer.Option("--no-log", help="Do not write the interaction log")
         ] = False,
+        report: Annotated[
+            Path | None, typer.Option(help="Also write a report of the result (.html or .pdf)")
+        ] = None,
         overwrite: Annotated[bool, typer.Option(help="Overwrite existing outputs")] = False,
     ) -> None:
         """Segment a scan non-interactively: one engine round per round in the prompt file.
@@ -97,9 +106,10 @@ def register(app: typer.Typer) -> None:
         elif no_log:
             log_out = None
         check_output_paths(
-            Output("--out", out, suffixes=volume_suffixes()),
+            Output("--out", out, suffixes=(*volume_suffixes(), ".dcm")),
             Output("--prob-out", prob_out, suffixes=volume_suffixes()),
             Output("--log-out", log_out, suffixes=(".json",)),
+            Output("--report", report, suffixes=(".html", ".htm", ".pdf")),
             overwrite=overwrite,
             inputs=[("SCAN", scan), ("--prompts", prompts), ("--weights", weights)],
         )
@@ -118,6 +128,11 @@ def register(app: typer.Typer) -> None:
         options = ScanOptions(correct_tilt, series_uid, allow_non_ct, input_window)
         options.window()  # a bad --input-window is reported before reading anything
         volume = options.load(scan)
+        seg_out = out.name.lower().endswith(".dcm")
+        if seg_out:  # DICOM-SEG: the scan must be the DICOM series it will refer to
+            from ichseg.io.dicom_seg import require_dicom_source
+
+            require_dicom_source(volume, "SCAN")
         _check_prompts_fit(prompt_set, prompts, volume)
         session, _ = build_session(settings, weights)
         session.autosave = log_out
@@ -125,9 +140,20 @@ def register(app: typer.Typer) -> None:
         for rnd in prompt_set.rounds:
             session.add_prompts(rnd.prompts)
             _print_round(session.run_round())
-        save_mask(session.mask(), out, overwrite=overwrite)
+        if seg_out:
+            from ichseg.io.dicom_seg import write_dicom_seg
+
+            write_dicom_seg(session.mask(), volume, out, overwrite=overwrite)
+        else:
+            save_mask(session.mask(), out, overwrite=overwrite)
         if prob_out:
             save_volume(session.probability(), prob_out, overwrite=overwrite)
+        if report:
+            from ichseg.quantify.report import write_segmentation_report
+
+            write_segmentation_report(
+                session.mask(), volume, report, log=session.log(), overwrite=overwrite
+            )
         typer.echo(f"hematoma volume {session.volume_ml:.2f} mL -> {out}")
         if log_out:
             typer.echo(f"interaction log -> {log_out}")

@@ -25,6 +25,13 @@ Rules:
   ``df.attrs["skipped_empty"]``); ``empty_gt="evaluate"`` writes one round-1 row with the
   session's untouched (empty) prediction, no prompts and ``clinician_stop = True`` (Dice 1 by the
   both-empty convention), so they can be reported separately.
+
+``protocol="cvpr25"`` replaces the simulated clinician by the CVPR 2025 challenge user
+(:class:`~ichseg.interaction.simulated_user.Cvpr25Clinician`, see
+:mod:`ichseg.evaluation.cvpr25`): ``rounds`` is then the number of clicks (default 5), round 1
+also gives the GT's largest-slice box unless ``cvpr25_box=False``, every round adds one click at
+the centre of the largest 3D error component, and the rows get the extra
+:data:`CVPR25_COLUMNS`. Everything else (metrics, early stop, determinism) is as above.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from ichseg.errors import ConfigError
 from ichseg.evaluation.metrics import METRIC_KEYS, evaluate_case, legacy_slice_mean_row_hd
 from ichseg.interaction.prompts import GridRef, Prompt
 from ichseg.interaction.session import RoundResult
-from ichseg.interaction.simulated_user import SimulatedClinician
+from ichseg.interaction.simulated_user import Cvpr25Clinician, SimulatedClinician
 from ichseg.io.volume import CANONICAL_AXCODES, Volume, check_same_grid, to_canonical
 
 #: Columns every results frame of :func:`evaluate_interactive` has, in order.
@@ -68,6 +75,11 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "n_negative",
     "clinician_stop",
 )
+#: Extra columns of ``protocol="cvpr25"`` rows: whether the round gave the box, the click's
+#: in-plane position (its slice is ``slice``) and the size of the error component it targets.
+CVPR25_COLUMNS: tuple[str, ...] = ("box", "click_y", "click_x", "error_voxels")
+PROTOCOLS: tuple[str, ...] = ("clinician", "cvpr25")  #: values of ``protocol``
+DEFAULT_ROUNDS = {"clinician": 8, "cvpr25": 5}  #: rounds (clicks) when none are given
 
 
 class SessionLike(Protocol):
@@ -115,6 +127,23 @@ class ClinicianSpec:
             band=self.band,
             seed=self.seed if seed is None else seed,
             clicks_per_round=self.clicks_per_round,
+        )
+
+
+@dataclass(frozen=True)
+class Cvpr25Spec:
+    """How the CVPR 2025 protocol user behaves (see :class:`Cvpr25Clinician`)."""
+
+    box: bool = True  #: give the largest-slice GT box with the first click
+    click_radius: float = 2.0  #: click disc radius in canonical pixels
+    ring_vox: int = 2  #: width of the box's background ring in pixels
+
+    def __post_init__(self) -> None:
+        self.make((1.0, 1.0, 1.0))  # validates the fields
+
+    def make(self, spacing_zyx: tuple[float, float, float]) -> Cvpr25Clinician:
+        return Cvpr25Clinician(
+            spacing_zyx, box=self.box, click_radius=self.click_radius, ring_vox=self.ring_vox
         )
 
 
@@ -184,8 +213,10 @@ def evaluate_interactive(
     method_factory: MethodFactory,
     cases: Iterable[CaseTriple],
     *,
-    rounds: int = 8,
+    rounds: int | None = None,
     clinician: ClinicianSpec | None = None,
+    protocol: Literal["clinician", "cvpr25"] = "clinician",
+    cvpr25_box: bool = True,
     method_name: str = "method",
     fold: int | None = None,
     empty_gt: Literal["skip", "evaluate"] = "skip",
@@ -202,8 +233,16 @@ def evaluate_interactive(
     fold 0. ``keep_masks = N`` stores the final masks of the first N evaluated cases into ``kept`` (keyed by
     case id, one entry per case shared by all methods run with the same dict), for
     :func:`ichseg.evaluation.report.write_report`'s overlay figure.
+
+    ``protocol``: ``"clinician"`` (default; the :class:`ClinicianSpec` user, ``rounds`` default
+    8) or ``"cvpr25"`` (the challenge protocol, ``rounds`` = clicks, default 5; ``cvpr25_box``
+    gives the box in round 1; ``clinician`` must then be ``None``). See the module docstring.
     """
-    if int(rounds) != rounds or rounds < 1:
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if rounds is None:
+        rounds = DEFAULT_ROUNDS[protocol]
+    if isinstance(rounds, bool) or int(rounds) != rounds or rounds < 1:
         raise ConfigError(f"rounds must be an integer >= 1, got {rounds}")
     if empty_gt not in ("skip", "evaluate"):
         raise ConfigError(f"empty_gt must be 'skip' or 'evaluate', got {empty_gt!r}")
@@ -211,7 +250,13 @@ def evaluate_interactive(
         raise ConfigError(f"keep_masks must be >= 0, got {keep_masks}")
     if keep_masks and kept is None:
         raise ConfigError("keep_masks > 0 needs a dict passed as kept= to receive the masks")
-    spec = clinician or ClinicianSpec()
+    spec: ClinicianSpec | Cvpr25Spec
+    if protocol == "cvpr25":
+        if clinician is not None:
+            raise ConfigError("clinician= applies to protocol='clinician' only, not 'cvpr25'")
+        spec = Cvpr25Spec(box=bool(cvpr25_box))
+    else:
+        spec = clinician or ClinicianSpec()
     fold_value = 0 if fold is None else int(fold)
     if n_cases is None and isinstance(cases, Sized):
         n_cases = len(cases)
@@ -259,7 +304,8 @@ def evaluate_interactive(
                     entry = KeptCase(case_id, _display_image(canon_img), gt_canon.array > 0)
                     kept[case_id] = entry
                 entry.preds[method_name] = to_canonical(image.as_label(final_mask))[0].array > 0
-    df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    columns = [*RESULT_COLUMNS, *(CVPR25_COLUMNS if protocol == "cvpr25" else ())]
+    df = pd.DataFrame(rows, columns=columns)
     df.attrs["skipped_empty"] = skipped
     return df
 
@@ -271,7 +317,7 @@ def _run_case(
     gt_arr: np.ndarray,
     gt_c: np.ndarray,
     rounds: int,
-    spec: ClinicianSpec,
+    spec: ClinicianSpec | Cvpr25Spec,
     method_name: str,
     fold: int,
     tick: Callable[[], None],
@@ -281,18 +327,25 @@ def _run_case(
     t0 = time.perf_counter()
     session.set_volume(image)
     set_volume_seconds = time.perf_counter() - t0
-    seed = spec.case_seed(case_id)
-    user = spec.make(seed)
+    user: SimulatedClinician | Cvpr25Clinician
+    if isinstance(spec, Cvpr25Spec):
+        seed, mode = 0, "cvpr25"  # the challenge user is deterministic: no seed
+        start_rule = "largest_area_box" if spec.box else "largest_error"
+        user = spec.make(_spacing_zyx(session.grid_ref))
+    else:
+        seed, mode, start_rule = spec.case_seed(case_id), spec.mode, spec.start
+        user = spec.make(seed)
     pred_c = np.zeros(gt_c.shape, bool)
     base = {
         "method": method_name,
         "fold": fold,
         "case_id": case_id,
         "set_volume_seconds": set_volume_seconds,
-        "mode": spec.mode,
-        "start_rule": spec.start,
+        "mode": mode,
+        "start_rule": start_rule,
         "clinician_seed": seed,
     }
+    cvpr25 = isinstance(spec, Cvpr25Spec)
     rows: list[dict[str, Any]] = []
     final_mask = np.zeros(image.shape, np.uint8)
     for r in range(1, rounds + 1):
@@ -316,6 +369,7 @@ def _run_case(
                         "n_positive": 0,
                         "n_negative": 0,
                         "clinician_stop": True,
+                        **(_cvpr25_fields(turn.info) if cvpr25 else {}),
                     }
                 )
                 final_mask = mask
@@ -339,12 +393,28 @@ def _run_case(
                 "n_positive": int(info.get("n_positive", 0)),
                 "n_negative": int(info.get("n_negative", 0)),
                 "clinician_stop": False,
+                **(_cvpr25_fields(info) if cvpr25 else {}),
             }
         )
         final_mask = res.mask
         tick()
     ran = sum(1 for row in rows if row["n_prompts"] > 0)
     return rows, final_mask, ran
+
+
+def _spacing_zyx(grid: GridRef) -> tuple[float, float, float]:
+    """Voxel size (mm) of a canonical grid along ``(z, y, x)``."""
+    sx, sy, sz = np.sqrt((grid.affine_array[:3, :3] ** 2).sum(axis=0))
+    return float(sz), float(sy), float(sx)
+
+
+def _cvpr25_fields(info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "box": bool(info.get("box", False)),
+        "click_y": info.get("click_y", math.nan),
+        "click_x": info.get("click_x", math.nan),
+        "error_voxels": info.get("error_voxels", 0),
+    }
 
 
 # ------------------------------------------------------------------------------------------

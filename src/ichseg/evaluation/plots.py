@@ -2,6 +2,8 @@
 
 * :func:`plot_metric_vs_round` – mean metric per interaction round with a 95 % bootstrap band.
 * :func:`plot_volume_agreement` – Bland–Altman plot of predicted vs ground-truth volume (mL).
+* :func:`plot_method_volume_agreement` – one method: predicted vs GT scatter with ICC(2,1) and
+  its Bland–Altman plot.
 * :func:`plot_overlay_comparison` – paper Fig. 2 style grid: rows = slices, columns = image, GT,
   each method. Slices are ``(i, j)`` arrays of a canonical LPS volume and are drawn as
   ``slice.T`` (radiological convention: patient's right on the left, anterior at the top).
@@ -22,7 +24,13 @@ import pandas as pd
 
 from ichseg.errors import ConfigError, DimensionalityError, GeometryError
 from ichseg.evaluation.metrics import as_mask, dice
-from ichseg.evaluation.statistics import BlandAltman, bland_altman, bootstrap_ci
+from ichseg.evaluation.statistics import (
+    ICC,
+    BlandAltman,
+    bland_altman,
+    bootstrap_ci,
+    icc_agreement,
+)
 from ichseg.evaluation.tables import at_round, methods_in_order, validate_results
 from ichseg.io.volume import Window
 
@@ -118,6 +126,64 @@ def plot_volume_agreement(
     fig.suptitle(title or "Volume agreement (Bland–Altman)", fontsize=10)
     _save(fig, out_png, dpi)
     return stats_by_method
+
+
+def plot_method_volume_agreement(
+    pred_ml: Sequence[float] | np.ndarray,
+    gt_ml: Sequence[float] | np.ndarray,
+    out_png: str | Path,
+    *,
+    method: str,
+    dpi: int = 150,
+) -> tuple[BlandAltman, ICC]:
+    """One method's volume agreement: predicted vs GT scatter with the identity line and
+    ICC(2,1) (left), Bland–Altman plot with bias and 95 % limits of agreement (right).
+
+    Pairs with a NaN are dropped (and counted in the returned statistics). Writes ``out_png``.
+    """
+    pred = np.asarray(pred_ml, dtype=float).ravel()
+    gt = np.asarray(gt_ml, dtype=float).ravel()
+    if pred.shape != gt.shape:
+        raise ConfigError(f"predicted and GT volumes differ in length: {pred.size} vs {gt.size}")
+    ba = bland_altman(pred, gt)
+    icc = icc_agreement(pred, gt)
+    ok = ~(np.isnan(pred) | np.isnan(gt))
+    p, g = pred[ok], gt[ok]
+    fig, (ax_s, ax_b) = plt.subplots(1, 2, figsize=(8.6, 3.8))
+    ax_s.scatter(g, p, s=14, color=_COLORS[0], alpha=0.8)
+    top = float(max(p.max(), g.max())) * 1.05 if p.size else 1.0
+    ax_s.plot([0, top], [0, top], color="grey", lw=0.8, ls="--", label="identity")
+    ax_s.set_xlim(0, top)
+    ax_s.set_ylim(0, top)
+    ax_s.set_aspect("equal")
+    ax_s.set_xlabel("ground-truth volume (mL)")
+    ax_s.set_ylabel("predicted volume (mL)")
+    icc_text = (
+        f"ICC(2,1) {icc.icc:.3f} [{icc.lo:.3f}, {icc.hi:.3f}]"
+        if np.isfinite(icc.lo)
+        else f"ICC(2,1) {icc.icc:.3f}"
+    )
+    ax_s.set_title(icc_text, fontsize=9)
+    ax_s.legend(fontsize=7, loc="upper left")
+    ax_s.grid(alpha=0.3)
+    ax_b.scatter((p + g) / 2.0, p - g, s=14, color=_COLORS[0], alpha=0.8)
+    ax_b.axhline(ba.bias, color="k", lw=1, label=f"bias {ba.bias:+.2f} mL")
+    if np.isfinite(ba.sd):
+        for v in (ba.loa_lo, ba.loa_hi):
+            ax_b.axhline(v, color="k", lw=0.8, ls="--")
+        ax_b.plot(
+            [], [], color="k", ls="--", lw=0.8, label=f"95% LoA [{ba.loa_lo:.2f}, {ba.loa_hi:.2f}]"
+        )
+    ax_b.axhline(0.0, color="grey", lw=0.5)
+    ax_b.set_xlabel("mean of predicted and GT volume (mL)")
+    ax_b.set_ylabel("predicted - GT volume (mL)")
+    ax_b.set_title(f"Bland–Altman (n={ba.n})", fontsize=9)
+    ax_b.legend(fontsize=7)
+    ax_b.grid(alpha=0.3)
+    fig.suptitle(f"{method}: volume agreement, final round", fontsize=10)
+    fig.tight_layout()
+    _save(fig, out_png, dpi)
+    return ba, icc
 
 
 def _as_slices(x: np.ndarray | Sequence[np.ndarray], name: str) -> list[np.ndarray]:

@@ -18,7 +18,12 @@ round; several methods concatenated) and writes:
                           per-case final values, Bonferroni-adjusted over all tests in the table
 ``timing.csv``            seconds per round (mean, median, 95th percentile, max) per method
 ``dice_vs_round.png``     mean Dice per round with 95 % bootstrap band
-``volume_agreement.png``  Bland–Altman plot of final predicted vs GT volume (mL)
+``volume_agreement.png``  Bland–Altman plot of final predicted vs GT volume (mL), all methods
+``volume_agreement.csv``  per method, final round: Bland–Altman bias, SD and 95 % limits of
+                          agreement, ICC(2,1) (two-way random, absolute agreement, single
+                          measure) with its 95 % CI, number of cases
+``volume_agreement_<method>.png``  per method: predicted vs GT scatter with ICC(2,1), and its
+                          Bland–Altman plot
 ``overlay.png``           paper Fig. 2 style image / GT / methods grid (only with ``kept`` masks)
 ========================  =====================================================================
 
@@ -30,6 +35,7 @@ HD95 in mm is the distance metric to read.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,7 +44,12 @@ import numpy as np
 import pandas as pd
 
 from ichseg.errors import ConfigError
-from ichseg.evaluation.statistics import bonferroni, compare_to_reference
+from ichseg.evaluation.statistics import (
+    bland_altman,
+    bonferroni,
+    compare_to_reference,
+    icc_agreement,
+)
 from ichseg.evaluation.tables import (
     at_round,
     methods_in_order,
@@ -122,6 +133,45 @@ def timing_table(df: pd.DataFrame) -> pd.DataFrame:
         ].first()
         table["set_volume s"] = per_case.groupby(level=0).mean().reindex(methods)
     return table
+
+
+def volume_agreement(
+    df: pd.DataFrame, pred_col: str = "vol_pred_ml", gt_col: str = "vol_gt_ml"
+) -> pd.DataFrame:
+    """Per method, on each case's final round: Bland–Altman bias, SD and 95 % limits of
+    agreement of predicted minus GT volume (mL), and ICC(2,1) with its 95 % CI and p-value.
+
+    Cases with a NaN volume are dropped and counted (``n_dropped``).
+    """
+    d = at_round(validate_results(df, [pred_col, gt_col]), "final")
+    rows = []
+    for method in methods_in_order(d):
+        dm = d[d["method"] == method]
+        pred = dm[pred_col].to_numpy(dtype=float)
+        gt = dm[gt_col].to_numpy(dtype=float)
+        ba = bland_altman(pred, gt)
+        icc = icc_agreement(pred, gt)
+        rows.append(
+            {
+                "method": method,
+                "n": ba.n,
+                "n_dropped": ba.n_dropped,
+                "bias_ml": ba.bias,
+                "sd_ml": ba.sd,
+                "loa_lo_ml": ba.loa_lo,
+                "loa_hi_ml": ba.loa_hi,
+                "icc_2_1": icc.icc,
+                "icc_ci_lo": icc.lo,
+                "icc_ci_hi": icc.hi,
+                "icc_p": icc.pvalue,
+            }
+        )
+    return pd.DataFrame(rows).set_index("method")
+
+
+def method_file_name(method: str) -> str:
+    """``method`` made safe for a file name (anything but letters, digits, ``_.-`` -> ``_``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", method).strip("._") or "method"
 
 
 def _overlay(kept: Mapping[str, object], methods: list[str], path: Path) -> Path | None:
@@ -236,10 +286,28 @@ def write_report(
     paths["dice_vs_round"] = plot_metric_vs_round(
         d, "dice", out / "dice_vs_round.png", n_resamples=min(n_resamples, 2000)
     )
-    ba = {}
+    agreement = pd.DataFrame()
+    per_method_png: dict[str, str] = {}
     if {"vol_pred_ml", "vol_gt_ml"} <= set(d.columns):
+        from ichseg.evaluation.plots import plot_method_volume_agreement
+
         paths["volume_agreement"] = out / "volume_agreement.png"
-        ba = plot_volume_agreement(d, paths["volume_agreement"])
+        plot_volume_agreement(d, paths["volume_agreement"])
+        agreement = volume_agreement(d)
+        paths["volume_agreement_table"] = out / "volume_agreement.csv"
+        agreement.to_csv(paths["volume_agreement_table"])
+        final = at_round(d, "final")
+        for method in agreement.index:
+            dm = final[final["method"] == method]
+            name = f"volume_agreement_{method_file_name(str(method))}.png"
+            paths[f"volume_agreement[{method}]"] = out / name
+            plot_method_volume_agreement(
+                dm["vol_pred_ml"].to_numpy(dtype=float),
+                dm["vol_gt_ml"].to_numpy(dtype=float),
+                out / name,
+                method=str(method),
+            )
+            per_method_png[str(method)] = name
     if kept:
         overlay = _overlay(kept, methods, out / "overlay.png")
         if overlay is not None:
@@ -287,18 +355,33 @@ def write_report(
             cols += ["mean_diff", "statistic", "p_raw", "p_bonferroni"]
             md.append(to_markdown(tests[cols].set_index("metric"), 4))
     md += ["## Time per interaction round (seconds)", "", to_markdown(t_time, 3)]
-    if ba:
-        md += ["## Volume agreement (Bland–Altman, final round)", ""]
+    if not agreement.empty:
+        md += [
+            "## Volume agreement (final round)",
+            "",
+            "Predicted against ground-truth volume (mL) at each case's final round. Bland–Altman: "
+            "bias = mean of predicted - GT, 95 % limits of agreement = bias ± 1.96 SD. ICC(2,1): "
+            "two-way random effects, absolute agreement, single measure (Shrout & Fleiss 1979), "
+            "from the two-way ANOVA; 95 % CI of McGraw & Wong (1996).",
+            "",
+        ]
         rows = pd.DataFrame(
             {
-                "bias mL": {m: s.bias for m, s in ba.items()},
-                "LoA low mL": {m: s.loa_lo for m, s in ba.items()},
-                "LoA high mL": {m: s.loa_hi for m, s in ba.items()},
-                "n": {m: s.n for m, s in ba.items()},
-            }
+                "n": agreement["n"].astype(int),
+                "bias mL": agreement["bias_ml"],
+                "LoA low mL": agreement["loa_lo_ml"],
+                "LoA high mL": agreement["loa_hi_ml"],
+                "ICC(2,1)": agreement["icc_2_1"].map(lambda v: f"{v:.3f}"),
+                "ICC 95% CI": [
+                    f"[{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "–"
+                    for lo, hi in zip(agreement["icc_ci_lo"], agreement["icc_ci_hi"], strict=True)
+                ],
+            },
+            index=agreement.index,
         )
-        rows.index.name = "method"
         md += [to_markdown(rows, 2), "![volume agreement](volume_agreement.png)", ""]
+        for method, name in per_method_png.items():
+            md += [f"![volume agreement, {method}]({name})", ""]
     md += ["## Figures", "", "![Dice per round](dice_vs_round.png)", ""]
     if "overlay" in paths:
         md += ["![final masks](overlay.png)", ""]

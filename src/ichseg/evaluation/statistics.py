@@ -229,3 +229,102 @@ def bland_altman(a: ArrayLike, b: ArrayLike, z: float = 1.96) -> BlandAltman:
     bias = float(d.mean())
     sd = float(d.std(ddof=1)) if d.size > 1 else math.nan
     return BlandAltman(bias, sd, bias - z * sd, bias + z * sd, int(d.size), dropped)
+
+
+@dataclass(frozen=True)
+class ICC:
+    """Intraclass correlation ICC(2,1) with its ANOVA terms and confidence interval.
+
+    Two-way random effects, absolute agreement, single measurement (Shrout & Fleiss 1979
+    "ICC(2,1)"; McGraw & Wong 1996 "ICC(A,1)").
+    """
+
+    icc: float
+    lo: float  #: lower bound of the (1 - alpha) CI (McGraw & Wong 1996, case 2A)
+    hi: float  #: upper bound
+    f: float  #: F = MSR / MSE, test of ICC = 0
+    df1: int  #: n - 1
+    df2: int  #: (n - 1)(k - 1)
+    pvalue: float  #: one-sided p of F
+    msr: float  #: between-subjects (rows) mean square
+    msc: float  #: between-raters (columns) mean square
+    mse: float  #: residual mean square
+    n: int  #: subjects used (rows without NaN)
+    k: int  #: raters / methods (columns)
+    n_dropped: int  #: rows dropped because of a NaN
+    alpha: float = 0.05
+
+
+def icc_2_1(ratings: np.ndarray | Sequence[Sequence[float]], alpha: float = 0.05) -> ICC:
+    """ICC(2,1) of an ``(n subjects, k raters)`` table, from the two-way ANOVA without
+    replication::
+
+        ICC(2,1) = (MSR - MSE) / (MSR + (k - 1) MSE + k (MSC - MSE) / n)
+
+    with MSR = k·Σ(row mean - grand mean)² / (n - 1), MSC = n·Σ(column mean - grand mean)² /
+    (k - 1) and MSE = residual sum of squares / ((n - 1)(k - 1)). Rows with a NaN are dropped and
+    counted. The CI is McGraw & Wong's (1996) for ICC(A,1) (Satterthwaite degrees of freedom).
+    Fewer than two complete rows, or no variance at all, give NaN.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"alpha must lie in (0, 1), got {alpha}")
+    x = np.asarray(ratings, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] < 2:
+        raise ConfigError(f"ratings must be an (n, k >= 2) table, got shape {x.shape}")
+    if np.any(np.isinf(x)):
+        raise ConfigError("ratings contain infinite values; map them to NaN (undefined) first")
+    keep = ~np.isnan(x).any(axis=1)
+    dropped = int((~keep).sum())
+    x = x[keep]
+    n, k = x.shape
+    nan = math.nan
+    if n < 2:
+        return ICC(nan, nan, nan, nan, max(n - 1, 0), 0, nan, nan, nan, nan, n, k, dropped, alpha)
+    grand = float(x.mean())
+    ss_rows = k * float(((x.mean(axis=1) - grand) ** 2).sum())
+    ss_cols = n * float(((x.mean(axis=0) - grand) ** 2).sum())
+    ss_err = float(((x - grand) ** 2).sum()) - ss_rows - ss_cols
+    df1, df_c, df2 = n - 1, k - 1, (n - 1) * (k - 1)
+    msr, msc, mse = ss_rows / df1, ss_cols / df_c, max(ss_err, 0.0) / df2
+    denom = msr + (k - 1) * mse + k * (msc - mse) / n
+    if denom <= 0 or mse == 0:
+        value = 1.0 if (mse == 0 and msc == 0 and msr > 0) else nan
+        return ICC(value, nan, nan, nan, df1, df2, nan, msr, msc, mse, n, k, dropped, alpha)
+    value = (msr - mse) / denom
+    f = msr / mse
+    p = float(stats.f.sf(f, df1, df2))
+    # McGraw & Wong (1996), case 2A (ICC(A,1)) confidence interval
+    a = k * value / (n * (1.0 - value))
+    b = 1.0 + k * value * (n - 1) / (n * (1.0 - value))
+    fj = msc / mse
+    v = (a * fj + b) ** 2 / ((a * fj) ** 2 / df_c + b**2 / df2)
+    f_up = float(stats.f.ppf(1.0 - alpha / 2.0, df1, v))
+    f_lo = float(stats.f.ppf(1.0 - alpha / 2.0, v, df1))
+    c = k * msc + (k * n - k - n) * mse
+    lo = n * (msr - f_up * mse) / (f_up * c + n * msr)
+    hi = n * (f_lo * msr - mse) / (c + n * f_lo * msr)
+    return ICC(
+        float(value),
+        float(lo),
+        float(hi),
+        float(f),
+        df1,
+        df2,
+        p,
+        msr,
+        msc,
+        mse,
+        n,
+        k,
+        dropped,
+        alpha,
+    )
+
+
+def icc_agreement(a: ArrayLike, b: ArrayLike, alpha: float = 0.05) -> ICC:
+    """ICC(2,1) of two paired measurements (e.g. predicted vs ground-truth volume per case)."""
+    x = _finite_or_nan(a, "a")
+    y = _finite_or_nan(b, "b")
+    if x.shape != y.shape:
+        raise ConfigError(f"paired samples must have the same length, got {x.size} and {y.size}")
+    return icc_2_1(np.stack([x, y], axis=1), alpha)

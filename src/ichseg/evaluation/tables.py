@@ -14,6 +14,15 @@ Aggregation rules (used by every table here):
   (:func:`ichseg.evaluation.statistics.bootstrap_ci`, seed 47, 5000 resamples).
 * NaN metric values (undefined, e.g. HD95 when exactly one mask is empty) are dropped and their
   number is shown in the cell as ``(NaN: k)``.
+* **NoC@t** (:func:`noc`) of a run of ``R`` rounds with an interaction budget (cap) ``C``: a
+  case's first round ``r <= min(C, R)`` with ``metric >= t``. A case that never gets there
+  counts as ``min(R + 1, C)``: as ``C`` when the whole budget was run (``R >= C``, the
+  literature's convention: a failure costs the full budget), and as ``R + 1`` when fewer rounds
+  than the cap were run (``R < C``: whether it would have reached ``t`` by round ``C`` is
+  unknown; ``R + 1`` is the smallest value consistent with the run, so the mean is then a lower
+  bound). Such cases are counted in ``failed@t``. The cap defaults to
+  ``min(NOC_CAP, R)`` = ``min(20, R)``: 20 interactions when the run had that many, otherwise
+  ``R`` (a failure then counts as ``R``).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from ichseg.errors import ConfigError, InputFileError
 from ichseg.evaluation.statistics import bootstrap_ci, mean_std
 
 KEY_COLUMNS: tuple[str, ...] = ("method", "fold", "case_id", "round")
+NOC_CAP = 20  #: the usual NoC interaction budget (RITM, SimpleClick, ...): 20 clicks
 RoundSel = int | Literal["final"]
 
 
@@ -190,12 +200,17 @@ def table_rounds(
 
 
 def clicks_to_reach(
-    df: pd.DataFrame, threshold: float, max_rounds: int, metric: str = "dice"
+    df: pd.DataFrame,
+    threshold: float,
+    max_rounds: int,
+    metric: str = "dice",
+    *,
+    unreached: int | None = None,
 ) -> pd.DataFrame:
     """Per case: first round with ``metric >= threshold`` (rounds > max_rounds ignored).
 
     Returns columns method, fold, case_id, noc, failed; a case that never reaches the threshold
-    gets ``noc = max_rounds`` and ``failed = True``.
+    gets ``noc = unreached`` (default ``max_rounds``) and ``failed = True``.
     """
     d = validate_results(df, [metric])
     d = d[d["round"] <= max_rounds]
@@ -204,8 +219,23 @@ def clicks_to_reach(
     cases = d[["method", "fold", "case_id"]].drop_duplicates()
     out = cases.join(first.rename("first"), on=["method", "fold", "case_id"])
     out["failed"] = out["first"].isna()
-    out["noc"] = out["first"].fillna(max_rounds).astype(int)
+    fill = max_rounds if unreached is None else int(unreached)
+    out["noc"] = out["first"].fillna(fill).astype(int)
     return out.drop(columns="first").reset_index(drop=True)
+
+
+def noc_budget(rounds_run: int, cap: int | None = None) -> tuple[int, int]:
+    """``(rounds counted, value of an unreached case)`` of NoC for a run of ``rounds_run``
+    rounds with interaction budget ``cap`` (default ``min(NOC_CAP, rounds_run)``); see the
+    module docstring."""
+    r = int(rounds_run)
+    if r < 1:
+        raise ConfigError(f"max_rounds must be >= 1, got {rounds_run}")
+    c = min(NOC_CAP, r) if cap is None else cap
+    if isinstance(c, bool) or int(c) != c or c < 1:
+        raise ConfigError(f"NoC cap must be an integer >= 1, got {cap!r}")
+    c = int(c)
+    return min(c, r), min(r + 1, c)
 
 
 def noc(
@@ -213,30 +243,39 @@ def noc(
     thresholds: Sequence[float] = (0.80, 0.85, 0.90),
     max_rounds: int | None = None,
     metric: str = "dice",
+    *,
+    cap: int | None = None,
 ) -> pd.DataFrame:
     """Mean number of clicks/rounds to reach each Dice threshold (NoC@t), per method.
 
-    Cases that never reach ``t`` within ``max_rounds`` (default: largest round in the frame)
-    count as ``max_rounds`` in the mean and are also reported as ``failed@t``. Columns:
-    ``NoC@80, failed@80, ...`` and ``n_cases``.
+    ``max_rounds``: the rounds the run had (default: the largest round in the frame); ``cap``:
+    the interaction budget (default ``min(20, max_rounds)``). Only rounds ``<= min(cap,
+    max_rounds)`` count; a case that never reaches ``t`` counts as ``min(max_rounds + 1, cap)``
+    in the mean (see the module docstring) and is reported in ``failed@t``. Columns:
+    ``NoC@80, failed@80, ...`` and ``n_cases``; ``attrs`` holds ``noc_cap``, ``rounds_run`` and
+    ``unreached_counts_as``.
     """
     d = validate_results(df, [metric])
     if max_rounds is None:
         max_rounds = int(d["round"].max())
-    if max_rounds < 1:
-        raise ConfigError(f"max_rounds must be >= 1, got {max_rounds}")
+    counted, unreached = noc_budget(max_rounds, cap)
     methods = methods_in_order(d)
     table = pd.DataFrame(index=pd.Index(methods, name="method"))
     for t in thresholds:
         if not 0.0 <= t <= 1.0:
             raise ConfigError(f"thresholds must lie in [0, 1], got {t}")
-        per_case = clicks_to_reach(d, t, max_rounds, metric)
+        per_case = clicks_to_reach(d, t, counted, metric, unreached=unreached)
         label = f"{100 * t:g}"
         g = per_case.groupby("method", sort=False)
         table[f"NoC@{label}"] = g["noc"].mean().reindex(methods).astype(float)
         table[f"failed@{label}"] = g["failed"].sum().reindex(methods).astype(int)
     counts = d[["method", "fold", "case_id"]].drop_duplicates().groupby("method").size()
     table["n_cases"] = counts.reindex(methods).astype(int)
+    table.attrs.update(
+        noc_cap=min(NOC_CAP, int(max_rounds)) if cap is None else int(cap),
+        rounds_run=int(max_rounds),
+        unreached_counts_as=unreached,
+    )
     return table
 
 

@@ -8,6 +8,13 @@ Channel order (fixed project-wide, the paper's order, *not* the authors' code or
 * A scribble is its polyline drawn between consecutive points rounded to the nearest pixel with
   8-connected Bresenham lines (1 px wide); ``width_vox = w > 1`` adds every pixel within
   ``(w - 1) / 2`` px of that centre line (so even widths behave like the odd width below).
+* A :class:`~ichseg.interaction.prompts.Box` ("the hemorrhage on this slice lies inside") is
+  drawn for every engine as **background only**: channel 1 gets the ring of pixels outside the
+  box within ``ring_vox`` pixels of it (Chebyshev distance: a ``ring_vox``-wide frame around the
+  pixels whose centres lie in the box, clipped to the slice); nothing inside the box (nor inside
+  another box of the same slice) and nothing in channel 0 is drawn (:func:`draw_box_ring`). A box therefore always comes with a positive
+  click or scribble; engines that know boxes may use them further (the random walker bounds its
+  result on that slice by the box).
 * Several prompts accumulate with a logical OR per channel (values are 0 or 1); a pixel may be
   set in both channels if the user contradicts themself.
 * :func:`downsample_hints` resizes hint maps for a coarser network grid with a max over each
@@ -25,12 +32,14 @@ from skimage.draw import line as draw_line
 
 from ichseg.errors import DimensionalityError, PromptError
 from ichseg.interaction.prompts import (
+    Box,
     Click,
     Click2D,
     Prompt,
     Prompt2D,
     Scribble,
     validate,
+    validate_in_plane,
 )
 
 HINT_POSITIVE = 0  #: hint channel of positive (hemorrhage) prompts
@@ -91,6 +100,30 @@ def draw_disc(canvas: np.ndarray, y: float, x: float, radius: float) -> None:
     canvas[y0:y1, x0:x1] |= (yy - y) ** 2 + (xx - x) ** 2 <= radius * radius + 1e-9
 
 
+def box_inside(box: Box, shape_yx: tuple[int, int]) -> np.ndarray:
+    """Boolean ``(Y, X)`` mask of the pixels whose centres lie inside ``box`` (clipped)."""
+    canvas = np.zeros(tuple(int(s) for s in shape_yx), dtype=bool)
+    (r0, r1), (c0, c1) = box.pixel_ranges()
+    canvas[max(r0, 0) : max(r1 + 1, 0), max(c0, 0) : max(c1 + 1, 0)] = True
+    return canvas
+
+
+def draw_box_ring(canvas: np.ndarray, box: Box | Sequence[Box], ring: int | None = None) -> None:
+    """OR into ``canvas`` the frame just outside ``box``: pixels at Chebyshev distance
+    ``1..ring_vox`` (or ``ring``) from the box's inside pixels. With several boxes (of one
+    slice) no ring pixel falls inside any of them ("the hemorrhage lies inside one of them")."""
+    boxes = [box] if isinstance(box, Box) else list(box)
+    shape = canvas.shape
+    outer = np.zeros(shape, bool)
+    inside = np.zeros(shape, bool)
+    for b in boxes:
+        w = b.ring_vox if ring is None else int(ring)
+        (r0, r1), (c0, c1) = b.pixel_ranges()
+        outer[max(r0 - w, 0) : max(r1 + w + 1, 0), max(c0 - w, 0) : max(c1 + w + 1, 0)] = True
+        inside |= box_inside(b, shape)
+    canvas |= outer & ~inside
+
+
 def rasterize_polyline(
     points_yx: Sequence[tuple[float, float]], shape_yx: tuple[int, int], width: float = 1.0
 ) -> np.ndarray:
@@ -107,6 +140,8 @@ def _draw_prompt_2d(
     scribble_width: float | None,
 ) -> None:
     canvas = canvases[hint_channel(prompt.positive)]
+    if isinstance(prompt, Box):
+        return  # boxes are drawn per slice, all together (draw_box_ring)
     if isinstance(prompt, Click | Click2D):
         r = prompt.radius_vox if click_radius is None else click_radius
         draw_disc(canvas, prompt.y, prompt.x, r)
@@ -132,25 +167,31 @@ def rasterize_slice(
 ) -> np.ndarray:
     """Hint map ``(2, Y, X)`` float32 for one slice.
 
-    2D prompts are always drawn. 3D prompts (:class:`Click`, :class:`Scribble`) are drawn only if
-    they lie on slice ``z`` (which is then required). ``click_radius`` / ``scribble_width``
-    override the sizes stored in the prompts (e.g. to thicken strokes for training).
+    2D prompts are always drawn. 3D prompts (:class:`Click`, :class:`Scribble`, :class:`Box`) are
+    drawn only if they lie on slice ``z`` (which is then required). ``click_radius`` /
+    ``scribble_width`` override the sizes stored in the prompts (e.g. to thicken strokes for
+    training); a box's ring keeps its own width.
     """
     shape = tuple(int(s) for s in shape_yx)
     if len(shape) != 2:
         raise DimensionalityError(f"shape_yx must have 2 entries, got {shape_yx}")
     _check_sizes(click_radius, scribble_width)
     canvases = np.zeros((HINT_CHANNELS, *shape), dtype=bool)
+    boxes: list[Box] = []
     for p in prompts:
-        if isinstance(p, Click | Scribble):
+        if isinstance(p, Click | Scribble | Box):
             if z is None:
                 raise PromptError("3D prompts given to rasterize_slice without a slice index z")
             if p.z != z:
                 continue
-            validate(p.in_plane(), shape)
+            validate_in_plane(p, shape)
         else:
             validate(p, shape)
         _draw_prompt_2d(canvases, p, click_radius, scribble_width)
+        if isinstance(p, Box):
+            boxes.append(p)
+    if boxes:
+        draw_box_ring(canvases[HINT_NEGATIVE], boxes)
     return canvases.astype(np.float32)
 
 
@@ -170,14 +211,19 @@ def rasterize_prompts(
         raise DimensionalityError(f"shape_zyx must have 3 entries, got {shape_zyx}")
     _check_sizes(click_radius, scribble_width)
     out = np.zeros((HINT_CHANNELS, *shape), dtype=bool)
+    boxes: dict[int, list[Box]] = {}
     for p in prompts:
-        if not isinstance(p, Click | Scribble):
+        if not isinstance(p, Click | Scribble | Box):
             raise PromptError(
-                f"rasterize_prompts needs Click/Scribble prompts with a slice index, got "
+                f"rasterize_prompts needs Click/Scribble/Box prompts with a slice index, got "
                 f"{type(p).__name__} (use .on_slice(z) or rasterize_slice)"
             )
         validate(p, shape)
         _draw_prompt_2d(out[:, p.z], p, click_radius, scribble_width)
+        if isinstance(p, Box):
+            boxes.setdefault(p.z, []).append(p)
+    for z, on_slice in boxes.items():
+        draw_box_ring(out[HINT_NEGATIVE, z], on_slice)
     return out.astype(np.float32)
 
 

@@ -1,4 +1,4 @@
-"""User prompts (clicks and scribbles) in voxel indices of a ``(Z, Y, X)`` grid.
+"""User prompts (clicks, scribbles and boxes) in voxel indices of a ``(Z, Y, X)`` grid.
 
 Conventions
 -----------
@@ -13,6 +13,13 @@ Conventions
   scribble, wrong types); :func:`validate` additionally checks bounds against a grid.
 * 2D prompts (:class:`Click2D`, :class:`Scribble2D`) carry no slice index; they are what the
   scribble robot and the point sampler produce for one slice, and ``on_slice(z)`` lifts them.
+* A :class:`Box` is an axis-aligned rectangle on slice ``z`` meaning "the hemorrhage on this
+  slice lies inside". Its corners ``(y0, x0)``, ``(y1, x1)`` are continuous coordinates of the
+  box's **outer edges**: a pixel is inside when its centre lies in ``[y0, y1] x [x0, x1]``, so
+  the tight box of pixels ``ymin..ymax`` is ``y0 = ymin - 0.5``, ``y1 = ymax + 0.5``. A box marks
+  no pixel as hemorrhage (``positive`` is always ``False``); engines receive it as background
+  hints on a ring ``ring_vox`` pixels wide just outside it (:mod:`ichseg.interaction.hints`), so
+  it is given together with a positive click or scribble.
 
 File format
 -----------
@@ -20,7 +27,8 @@ A prompt file (``ichseg segment --prompts``) is a :class:`PromptSet` as JSON, do
 users in ``docs/prompts.md`` and as a JSON Schema in ``prompts.schema.json`` next to this module
 (:func:`prompt_schema`). Clicks and scribbles share one point notation: a click is
 ``{"type": "click", "z": 14, "point": [y, x], "positive": true}``, a scribble
-``{"type": "scribble", "z": 14, "points": [[y, x], ...], "positive": true}``. Version-1 files
+``{"type": "scribble", "z": 14, "points": [[y, x], ...], "positive": true}``, a box
+``{"type": "box", "z": 14, "corners": [[y0, x0], [y1, x1]]}``. Version-1 files
 wrote clicks as ``"y": .., "x": ..``; they are still read. Unknown fields are refused (a typo
 must not be silently ignored); errors name the place, e.g. ``rounds[0].prompts[1]``.
 """
@@ -50,6 +58,7 @@ SCHEMA_RESOURCE = "prompts.schema.json"  #: JSON Schema of a prompt file (packag
 CLICK_FIELDS = frozenset({"type", "z", "point", "positive", "radius_vox"})
 LEGACY_CLICK_FIELDS = frozenset({"type", "z", "y", "x", "positive", "radius_vox"})
 SCRIBBLE_FIELDS = frozenset({"type", "z", "points", "positive", "width_vox"})
+BOX_FIELDS = frozenset({"type", "z", "corners", "ring_vox"})
 ROUND_FIELDS = frozenset({"index", "prompts", "info"})
 PROMPT_SET_FIELDS = frozenset({"format", "version", "grid", "rounds"})
 GRID_FIELDS = frozenset({"shape_zyx", "affine", "axcodes"})
@@ -206,6 +215,95 @@ class Scribble:
 
 
 @dataclass(frozen=True)
+class Box:
+    """An axis-aligned box on slice ``z``: "the hemorrhage on this slice lies inside".
+
+    ``(y0, x0)`` and ``(y1, x1)`` are the box's outer edges in continuous voxel indices
+    (``y0 < y1``, ``x0 < x1``); a pixel is inside when its centre lies in ``[y0, y1] x [x0, x1]``
+    and at least one pixel centre must be. ``ring_vox`` (an integer >= 1, default 2) is the width
+    of the background ring rasterised just outside the box (see
+    :func:`ichseg.interaction.hints.draw_box_ring`). A box marks nothing as hemorrhage:
+    :attr:`positive` is ``False``.
+    """
+
+    z: int
+    y0: float
+    x0: float
+    y1: float
+    x1: float
+    ring_vox: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "z", _as_int(self.z, "box z"))
+        for name in ("y0", "x0", "y1", "x1"):
+            object.__setattr__(self, name, _as_float(getattr(self, name), f"box {name}"))
+        if not self.y0 < self.y1 or not self.x0 < self.x1:
+            raise PromptError(
+                f"box corners must satisfy y0 < y1 and x0 < x1, got (y0={self.y0:g}, "
+                f"x0={self.x0:g}), (y1={self.y1:g}, x1={self.x1:g})"
+            )
+        if math.ceil(self.y0) > math.floor(self.y1) or math.ceil(self.x0) > math.floor(self.x1):
+            raise PromptError(
+                f"box (y {self.y0:g}..{self.y1:g}, x {self.x0:g}..{self.x1:g}) contains no pixel "
+                "centre (corners are the box's outer edges, e.g. y0 = ymin - 0.5)"
+            )
+        ring = self.ring_vox
+        if isinstance(ring, bool | np.bool_) or not isinstance(ring, numbers.Real):
+            raise PromptError(f"box ring_vox must be an integer >= 1, got {ring!r}")
+        if not (math.isfinite(float(ring)) and float(ring) == round(float(ring)) and ring >= 1):
+            raise PromptError(f"box ring_vox must be an integer >= 1, got {ring!r}")
+        object.__setattr__(self, "ring_vox", round(float(ring)))
+
+    @property
+    def positive(self) -> bool:
+        """Always ``False``: a box contributes background hints only (the ring outside it)."""
+        return False
+
+    def pixel_ranges(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Inclusive ``((row_lo, row_hi), (col_lo, col_hi))`` of the pixels inside the box
+        (not clipped to any slice)."""
+        return (
+            (math.ceil(self.y0), math.floor(self.y1)),
+            (math.ceil(self.x0), math.floor(self.x1)),
+        )
+
+    def corners_yx(self) -> tuple[tuple[float, float], ...]:
+        """The four corners ``(y, x)`` in the order (y0, x0), (y0, x1), (y1, x1), (y1, x0)."""
+        return ((self.y0, self.x0), (self.y0, self.x1), (self.y1, self.x1), (self.y1, self.x0))
+
+    def points_zyx(self) -> np.ndarray:
+        """The four corners as a ``(4, 3)`` array of ``(z, y, x)``."""
+        yx = np.asarray(self.corners_yx(), dtype=np.float64)
+        return np.column_stack([np.full(4, float(self.z)), yx])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "box",
+            "z": self.z,
+            "corners": [[self.y0, self.x0], [self.y1, self.x1]],
+            "ring_vox": self.ring_vox,
+        }
+
+    @classmethod
+    def around(cls, mask2d: np.ndarray, z: int, ring_vox: int = 2) -> Box:
+        """The tight box of the ``True`` pixels of a 2D mask (:class:`PromptError` if none)."""
+        m = np.asarray(mask2d).astype(bool)
+        if m.ndim != 2:
+            raise PromptError(f"Box.around needs a 2D mask, got shape {m.shape}")
+        ys, xs = np.nonzero(m)
+        if ys.size == 0:
+            raise PromptError("Box.around: the mask is empty")
+        return cls(
+            z,
+            float(ys.min()) - 0.5,
+            float(xs.min()) - 0.5,
+            float(ys.max()) + 0.5,
+            float(xs.max()) + 0.5,
+            ring_vox,
+        )
+
+
+@dataclass(frozen=True)
 class Click2D:
     """A click on an unspecified slice (what 2D samplers return); see :class:`Click`."""
 
@@ -243,12 +341,20 @@ class Scribble2D:
         return Scribble(z, self.points, self.positive, self.width_vox)
 
 
-Prompt: TypeAlias = Click | Scribble
+Prompt: TypeAlias = Click | Scribble | Box
 Prompt2D: TypeAlias = Click2D | Scribble2D
 
 
+def _corners(value: Any) -> tuple[float, float, float, float]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != 2:
+        raise PromptError(f"box corners must be [[y0, x0], [y1, x1]], got {value!r}")
+    (y0, x0), (y1, x1) = (_point_pair(c, f"box corners[{n}]") for n, c in enumerate(value))
+    return y0, x0, y1, x1
+
+
 def prompt_from_dict(d: Mapping[str, Any]) -> Prompt:
-    """Inverse of ``Click.to_dict`` / ``Scribble.to_dict``; raises :class:`PromptError`.
+    """Inverse of ``Click.to_dict`` / ``Scribble.to_dict`` / ``Box.to_dict``; raises
+    :class:`PromptError`.
 
     Clicks are read in both notations: ``"point": [y, x]`` (written since prompt format 2) and
     the older separate ``"y"``/``"x"`` fields. Unknown fields are refused.
@@ -267,25 +373,40 @@ def prompt_from_dict(d: Mapping[str, Any]) -> Prompt:
         if kind == "scribble":
             _check_fields(d, SCRIBBLE_FIELDS, "scribble")
             return Scribble(d["z"], d["points"], d["positive"], d.get("width_vox", 1.0))
+        if kind == "box":
+            _check_fields(d, BOX_FIELDS, "box")
+            return Box(d["z"], *_corners(d["corners"]), d.get("ring_vox", 2))
     except KeyError as exc:
         raise PromptError(f"{kind} prompt is missing the field {exc.args[0]!r}") from None
     if kind is None:
-        raise PromptError('a prompt needs a "type" field ("click" or "scribble")')
-    raise PromptError(f"unknown prompt type {kind!r} (expected 'click' or 'scribble')")
+        raise PromptError('a prompt needs a "type" field ("click", "scribble" or "box")')
+    raise PromptError(f"unknown prompt type {kind!r} (expected 'click', 'scribble' or 'box')")
+
+
+def _check_box_in_plane(box: Box, ny: int, nx: int) -> None:
+    lo = -_IN_PLANE_TOL
+    if not (lo <= box.y0 and box.y1 <= ny - 1 + _IN_PLANE_TOL) or not (
+        lo <= box.x0 and box.x1 <= nx - 1 + _IN_PLANE_TOL
+    ):
+        raise PromptError(
+            f"box (y {box.y0:g}..{box.y1:g}, x {box.x0:g}..{box.x1:g}) is not inside the "
+            f"{ny}x{nx} slice (edges may reach -0.5 and size - 0.5)"
+        )
 
 
 def validate(prompt: Prompt | Prompt2D, shape: Sequence[int] | GridRef) -> None:
     """Raise :class:`PromptError` unless ``prompt`` is well formed and lies inside ``shape``.
 
     ``shape`` is ``(Z, Y, X)`` (or a :class:`GridRef`) for 3D prompts and ``(Y, X)`` for 2D
-    prompts. In-plane coordinates may lie up to half a pixel outside the outer pixel centres.
+    prompts. In-plane coordinates may lie up to half a pixel outside the outer pixel centres
+    (a box's edges up to ``-0.5`` and ``size - 0.5``: the edges of the outer pixels).
     """
     shape_t = shape.shape_zyx if isinstance(shape, GridRef) else tuple(int(s) for s in shape)
-    if not isinstance(prompt, Click | Scribble | Click2D | Scribble2D):
+    if not isinstance(prompt, Click | Scribble | Box | Click2D | Scribble2D):
         raise PromptError(f"not a prompt: {type(prompt).__name__}")
     # Re-run the intrinsic checks (cheap) in case the object was built around __post_init__.
     type(prompt).__post_init__(prompt)
-    is3d = isinstance(prompt, Click | Scribble)
+    is3d = isinstance(prompt, Click | Scribble | Box)
     if len(shape_t) != (3 if is3d else 2) or min(shape_t) < 1:
         raise PromptError(
             f"{type(prompt).__name__} needs a {'(Z, Y, X)' if is3d else '(Y, X)'} shape, "
@@ -294,12 +415,28 @@ def validate(prompt: Prompt | Prompt2D, shape: Sequence[int] | GridRef) -> None:
     ny, nx = shape_t[-2], shape_t[-1]
     if is3d and not 0 <= prompt.z < shape_t[0]:
         raise PromptError(f"prompt slice z={prompt.z} is outside the volume (0..{shape_t[0] - 1})")
+    if isinstance(prompt, Box):
+        _check_box_in_plane(prompt, ny, nx)
+        return
     pts = [(prompt.y, prompt.x)] if isinstance(prompt, Click | Click2D) else list(prompt.points)
     for y, x in pts:
         if not (-_IN_PLANE_TOL <= y < ny - 1 + _IN_PLANE_TOL) or not (
             -_IN_PLANE_TOL <= x < nx - 1 + _IN_PLANE_TOL
         ):
             raise PromptError(f"prompt point (y={y:g}, x={x:g}) is outside the {ny}x{nx} slice")
+
+
+def validate_in_plane(prompt: Prompt, shape_yx: Sequence[int]) -> None:
+    """:func:`validate` of a 3D prompt's in-plane part against a ``(Y, X)`` slice shape (its
+    slice index is not checked)."""
+    if isinstance(prompt, Box):
+        type(prompt).__post_init__(prompt)
+        ny, nx = (int(s) for s in shape_yx)
+        _check_box_in_plane(prompt, ny, nx)
+    elif isinstance(prompt, Click | Scribble):
+        validate(prompt.in_plane(), shape_yx)
+    else:
+        raise PromptError(f"not a 3D prompt: {type(prompt).__name__}")
 
 
 # --- grids ---------------------------------------------------------------------------------------
@@ -436,9 +573,9 @@ class InteractionRound:
         object.__setattr__(self, "index", _as_int(self.index, "round index"))
         prompts = tuple(self.prompts)
         for p in prompts:
-            if not isinstance(p, Click | Scribble):
+            if not isinstance(p, Click | Scribble | Box):
                 raise PromptError(
-                    f"a round holds Click/Scribble prompts, got {type(p).__name__} "
+                    f"a round holds Click/Scribble/Box prompts, got {type(p).__name__} "
                     "(use .on_slice(z) for 2D prompts)"
                 )
         object.__setattr__(self, "prompts", prompts)
@@ -615,7 +752,8 @@ def rescale_prompt(prompt: Prompt, factor: float | tuple[float, float]) -> Promp
 
     Pixel-centre convention (as ``torch.nn.functional.interpolate(align_corners=False)``):
     ``new = (old + 0.5) * factor - 0.5``. The slice index is unchanged; click radii and scribble
-    widths are scaled by the mean factor (a width never drops below 1 pixel).
+    widths are scaled by the mean factor (a width never drops below 1 pixel). A box's edges map
+    the same way (pixel edges stay pixel edges); its ring width is scaled and rounded, >= 1.
     """
     fy, fx = _factor_pair(factor)
     f_mean = (fy + fx) / 2.0
@@ -629,17 +767,24 @@ def rescale_prompt(prompt: Prompt, factor: float | tuple[float, float]) -> Promp
     if isinstance(prompt, Scribble):
         pts = tuple(m(y, x) for y, x in prompt.points)
         return Scribble(prompt.z, pts, prompt.positive, max(1.0, prompt.width_vox * f_mean))
+    if isinstance(prompt, Box):
+        y0, x0 = m(prompt.y0, prompt.x0)
+        y1, x1 = m(prompt.y1, prompt.x1)
+        return Box(prompt.z, y0, x0, y1, x1, max(1, round(prompt.ring_vox * f_mean)))
     raise PromptError(f"cannot rescale {type(prompt).__name__}")
 
 
 @dataclass(frozen=True)
 class WorldPrompt:
-    """A prompt in RAS millimetres (independent of any voxel grid)."""
+    """A prompt in RAS millimetres (independent of any voxel grid).
 
-    kind: Literal["click", "scribble"]
+    A box is stored as its four corners (``positive`` is ``False``, ``size_mm`` the ring width).
+    """
+
+    kind: Literal["click", "scribble", "box"]
     points_ras: tuple[tuple[float, float, float], ...]
     positive: bool
-    size_mm: float  #: click radius or scribble width in mm
+    size_mm: float  #: click radius, scribble width or box ring width in mm
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -653,7 +798,7 @@ class WorldPrompt:
     def from_dict(cls, d: Mapping[str, Any]) -> WorldPrompt:
         try:
             kind = d["type"]
-            if kind not in ("click", "scribble"):
+            if kind not in ("click", "scribble", "box"):
                 raise PromptError(f"unknown prompt type {kind!r}")
             pts = tuple(
                 (
@@ -682,6 +827,8 @@ def prompt_to_world(prompt: Prompt, grid: GridRef) -> WorldPrompt:
     pts = tuple((float(a), float(b), float(c)) for a, b, c in ras)
     if isinstance(prompt, Click):
         return WorldPrompt("click", pts, prompt.positive, prompt.radius_vox * grid.inplane_spacing)
+    if isinstance(prompt, Box):
+        return WorldPrompt("box", pts, False, prompt.ring_vox * grid.inplane_spacing)
     return WorldPrompt("scribble", pts, prompt.positive, prompt.width_vox * grid.inplane_spacing)
 
 
@@ -689,7 +836,9 @@ def prompt_from_world(world: WorldPrompt, grid: GridRef, z_tol: float = 0.5) -> 
     """Express a RAS-mm prompt in voxel indices of ``grid``.
 
     All points must fall on one axial slice of ``grid`` (within ``z_tol`` slices of an integer
-    index), otherwise :class:`PromptError` is raised.
+    index), otherwise :class:`PromptError` is raised. A box becomes the axis-aligned box around
+    its mapped corners (exact when the two grids' in-plane axes are parallel, as between a scan
+    and its canonical or resampled grid; the enclosing box otherwise).
     """
     zyx = grid.ras_to_zyx(np.asarray(world.points_ras, dtype=np.float64))
     z = np.rint(zyx[:, 0])
@@ -702,6 +851,10 @@ def prompt_from_world(world: WorldPrompt, grid: GridRef, z_tol: float = 0.5) -> 
     p: Prompt
     if world.kind == "click":
         p = Click(int(z[0]), zyx[0, 1], zyx[0, 2], world.positive, world.size_mm / sp)
+    elif world.kind == "box":
+        ys, xs = np.round(zyx[:, 1], 6), np.round(zyx[:, 2], 6)  # affine round-off
+        ring = max(1, round(world.size_mm / sp))
+        p = Box(int(z[0]), ys.min(), xs.min(), ys.max(), xs.max(), ring)
     else:
         pts = tuple((float(y), float(x)) for y, x in zyx[:, 1:])
         p = Scribble(int(z[0]), pts, world.positive, max(world.size_mm / sp, 1e-6))

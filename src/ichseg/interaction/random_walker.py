@@ -26,7 +26,10 @@ prompts of opposite label overlap):
    all. For inputs stored already windowed (e.g. PhysioNet 0..255 with the 40/80 brain window) a
    voxel clipped at the window's low end counts as below ``hu_range`` when the window's low edge
    is at or below it (likewise at the high end); with an unknown window the HU rule is skipped.
-   User prompts override the automatic seeds.
+   On a slice with a :class:`~ichseg.interaction.prompts.Box`, every ROI pixel outside the
+   box(es) of that slice is a background seed too and gets probability 0 (the box bounds the
+   result there; this includes the box's background ring). User prompts override the automatic
+   seeds.
 3. **Random walker** on the ROI, block-averaged in-plane by ``downsample`` (a block is
    out of range only if all its voxels are; a block touched by the user takes the majority label
    of its prompt pixels). ``solver="cg"`` (default) solves the Dirichlet problem with
@@ -68,8 +71,8 @@ from scipy import ndimage as ndi
 
 from ichseg.errors import ConfigError, PromptError
 from ichseg.interaction.engine import EngineOutput
-from ichseg.interaction.hints import HINT_NEGATIVE, HINT_POSITIVE, rasterize_slice
-from ichseg.interaction.prompts import Prompt
+from ichseg.interaction.hints import HINT_NEGATIVE, HINT_POSITIVE, box_inside, rasterize_slice
+from ichseg.interaction.prompts import Box, Prompt
 from ichseg.io.volume import IntensityKind, Volume
 from ichseg.preprocess.windowing import parse_window, window_volume
 
@@ -339,15 +342,28 @@ class RandomWalkerEngine:
         """Per prompted slice, an int8 ``(Y, X)`` map of seed labels (0 none, 1 pos, 2 neg).
 
         Prompts are drawn in order, so a later prompt overrides an earlier one where they overlap.
+        Boxes are left out: their background (the whole slice outside them, which holds their
+        rings) comes from :meth:`box_outside`.
         """
         _, ny, nx = self._require_scan().image.shape
         out: dict[int, np.ndarray] = {}
         for p in prompts:
+            if isinstance(p, Box):
+                continue
             hint = rasterize_slice([p], (ny, nx), p.z)
             lab = out.setdefault(p.z, np.zeros((ny, nx), np.int8))
             ch = HINT_POSITIVE if p.positive else HINT_NEGATIVE
             lab[hint[ch] > 0] = POSITIVE_SEED if p.positive else BACKGROUND_SEED
         return out
+
+    def box_outside(self, prompts: Sequence[Prompt]) -> dict[int, np.ndarray]:
+        """Per slice holding a :class:`Box`, the ``(Y, X)`` pixels outside every box on it."""
+        _, ny, nx = self._require_scan().image.shape
+        inside: dict[int, np.ndarray] = {}
+        for p in prompts:
+            if isinstance(p, Box):
+                inside[p.z] = inside.get(p.z, np.zeros((ny, nx), bool)) | box_inside(p, (ny, nx))
+        return {z: ~m for z, m in inside.items()}
 
     def roi_for(self, prompts: Sequence[Prompt]) -> tuple[slice, slice, slice] | None:
         """The canonical ``(z, y, x)`` ROI the prompts define (``None``: no positive prompt)."""
@@ -391,6 +407,10 @@ class RandomWalkerEngine:
             if zsl.start <= z < zsl.stop:
                 user[z - zsl.start] = lab[ysl, xsl]
         oor = None if scan.out_of_range is None else scan.out_of_range[roi]
+        outside = np.zeros(data.shape, bool)  # outside the box(es) of a slice that has one
+        for z, out_z in self.box_outside(prompts).items():
+            if zsl.start <= z < zsl.stop:
+                outside[z - zsl.start] = out_z[ysl, xsl]
 
         d = cfg.downsample
         data_l = _block_reduce(_pad_to_multiple(data, d), d, "mean") if d > 1 else data
@@ -406,6 +426,8 @@ class RandomWalkerEngine:
         else:
             seeds[oor_l] = INACTIVE
             seeds[border & ~oor_l] = BACKGROUND_SEED
+        outside_l = _block_reduce(_pad_to_multiple(outside, d), d, "all") if d > 1 else outside
+        seeds[outside_l & (seeds == 0)] = BACKGROUND_SEED
         if d > 1:
             up = _pad_to_multiple(user, d)
             n_pos = _block_reduce((up == POSITIVE_SEED).astype(np.int32), d, "sum")
@@ -431,6 +453,7 @@ class RandomWalkerEngine:
         prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
         if oor is not None:
             prob[oor] = 0.0
+        prob[outside] = 0.0
         prob[user == POSITIVE_SEED] = 1.0
         prob[user == BACKGROUND_SEED] = 0.0
         out[roi] = prob

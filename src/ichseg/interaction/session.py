@@ -48,6 +48,7 @@ from ichseg.errors import ConfigError, InputFileError, ModelOutputError, PromptE
 from ichseg.interaction.engine import Engine
 from ichseg.interaction.hints import rasterize_prompts
 from ichseg.interaction.prompts import (
+    Box,
     Click,
     GridRef,
     Prompt,
@@ -219,15 +220,20 @@ class InteractiveSession:
 
     # ------------------------------------------------------------------ prompts
     def add_prompt(self, prompt: Prompt) -> None:
-        """Queue a :class:`Click` or :class:`Scribble` (canonical ``(z, y, x)`` voxel indices)."""
+        """Queue a :class:`Click`, :class:`Scribble` or :class:`Box` (canonical ``(z, y, x)``
+        voxel indices). A box's size check applies to its ring width, not to the box."""
         self._require_volume()
-        if not isinstance(prompt, Click | Scribble):
-            raise PromptError(f"expected a Click or Scribble, got {type(prompt).__name__}")
+        if not isinstance(prompt, Click | Scribble | Box):
+            raise PromptError(f"expected a Click, Scribble or Box, got {type(prompt).__name__}")
         validate(prompt, self.grid_ref)
-        size_px = 2 * prompt.radius_vox if isinstance(prompt, Click) else prompt.width_vox
+        if isinstance(prompt, Box):
+            size_px, what = float(prompt.ring_vox), "box ring width"
+        elif isinstance(prompt, Click):
+            size_px, what = 2 * prompt.radius_vox, "click diameter"
+        else:
+            size_px, what = prompt.width_vox, "stroke width"
         size_mm = size_px * self.grid_ref.inplane_spacing
         if size_mm > self.config.max_prompt_size_mm:
-            what = "click diameter" if isinstance(prompt, Click) else "stroke width"
             raise PromptError(
                 f"{what} {size_px:g} px = {size_mm:.1f} mm is larger than "
                 f"{self.config.max_prompt_size_mm:g} mm (max_prompt_size_mm); prompt sizes are "
@@ -253,6 +259,13 @@ class InteractiveSession:
         width: float | None = None,
     ) -> None:
         self.add_prompt(Scribble(z, points, positive, width or self.config.scribble_width))
+
+    def add_box(
+        self, z: int, y0: float, x0: float, y1: float, x1: float, ring: int | None = None
+    ) -> None:
+        """Queue a :class:`Box` (outer edges ``y0 < y1``, ``x0 < x1``); it adds background hints
+        only, so give a positive click or scribble too."""
+        self.add_prompt(Box(z, y0, x0, y1, x1, 2 if ring is None else ring))
 
     @property
     def prompts(self) -> tuple[Prompt, ...]:

@@ -23,6 +23,15 @@ Protocol (reference notes §3, §8 row 25, §11 item 7), one slice per round:
 The clinician looks at the GT only to decide what a human would correct, never crops the scan
 around it, and is deterministic for a given ``seed`` (``reset()`` restarts the sequence).
 Predictions may be probabilities; they are binarised with ``> threshold``.
+
+:class:`Cvpr25Clinician` is the user of the CVPR 2025 interactive 3D segmentation challenge
+protocol instead (:mod:`ichseg.evaluation.cvpr25` describes it and its deviations): round 1
+gives the tight 2D :class:`~ichseg.interaction.prompts.Box` of the GT on its largest-area slice
+(optional) plus one click, every later round one click, each from
+:func:`largest_error_click`: the 3D 26-connected components of the error ``FN | FP`` of the
+current prediction, the largest (most voxels) of them, and in it the voxel farthest (Euclidean
+distance in mm, with the voxel spacing) from the component's outside; the click is positive if
+that voxel is a false negative, negative if it is a false positive. No randomness is involved.
 """
 
 from __future__ import annotations
@@ -35,10 +44,11 @@ from scipy import ndimage as ndi
 
 from ichseg.errors import ConfigError, DimensionalityError, PromptError
 from ichseg.interaction.hints import draw_disc
-from ichseg.interaction.prompts import Click2D, InteractionRound, Prompt, Prompt2D
+from ichseg.interaction.prompts import Box, Click, Click2D, InteractionRound, Prompt, Prompt2D
 from ichseg.interaction.scribble_robot import ScribbleRobot, binarize, error_regions
 
 _EIGHT = np.ones((3, 3), dtype=bool)
+_TWENTY_SIX = np.ones((3, 3, 3), dtype=bool)
 
 
 def _pair(pred_zyx: np.ndarray, gt_zyx: np.ndarray, threshold: float) -> tuple[np.ndarray, ...]:
@@ -248,5 +258,152 @@ class SimulatedClinician:
             n_prompts=len(prompts),
             n_positive=sum(p.positive for p in prompts),
             n_negative=sum(not p.positive for p in prompts),
+        )
+        return ClinicianTurn(tuple(prompts), info, stop=False)
+
+
+# ---------------------------------------------------------------------- CVPR 2025 protocol user
+@dataclass(frozen=True)
+class ErrorClick:
+    """A click of :func:`largest_error_click` and why it was placed there."""
+
+    click: Click
+    component_voxels: int  #: size of the chosen error component
+    distance_mm: float  #: distance of the click voxel to the component's outside
+    n_components: int  #: number of 3D error components
+
+
+def _spacing3(spacing_zyx: Any) -> tuple[float, float, float]:
+    try:
+        sp = tuple(float(v) for v in spacing_zyx)
+    except TypeError:
+        raise ConfigError(f"spacing_zyx must be 3 numbers, got {spacing_zyx!r}") from None
+    if len(sp) != 3 or not all(np.isfinite(v) and v > 0 for v in sp):
+        raise ConfigError(f"spacing_zyx must be 3 positive numbers, got {spacing_zyx!r}")
+    return sp  # type: ignore[return-value]
+
+
+def largest_error_click(
+    pred_zyx: np.ndarray,
+    gt_zyx: np.ndarray,
+    spacing_zyx: Any = (1.0, 1.0, 1.0),
+    *,
+    radius_vox: float = 2.0,
+    threshold: float = 0.5,
+) -> ErrorClick | None:
+    """The CVPR 2025 challenge's corrective click on a ``(Z, Y, X)`` prediction (``None`` if it
+    equals the GT).
+
+    The error ``pred != gt`` is split into 26-connected 3D components; the largest (ties: the
+    one whose first voxel comes first in C order) is taken, and in it the voxel with the largest
+    Euclidean distance, in mm with ``spacing_zyx``, to the nearest voxel outside the component
+    (the scan's border counts as outside; ties: first in C order). The click sits at that voxel
+    (a disc of ``radius_vox`` px on its slice), positive if the voxel is a false negative and
+    negative if it is a false positive.
+    """
+    pred, gt = _pair(pred_zyx, gt_zyx, threshold)
+    sp = _spacing3(spacing_zyx)
+    error = pred != gt
+    labels, n = ndi.label(error, structure=_TWENTY_SIX)
+    if n == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    k = int(np.argmax(sizes)) + 1
+    box = ndi.find_objects(labels, max_label=k)[k - 1]
+    comp = labels[box] == k
+    dist = ndi.distance_transform_edt(np.pad(comp, 1), sampling=sp)[1:-1, 1:-1, 1:-1]
+    dist[~comp] = -1.0
+    local = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    z, y, x = (int(i + b.start) for i, b in zip(local, box, strict=True))
+    positive = bool(gt[z, y, x])
+    return ErrorClick(
+        Click(z, float(y), float(x), positive, radius_vox),
+        int(sizes[k - 1]),
+        float(dist[local]),
+        int(n),
+    )
+
+
+def largest_slice_box(gt_zyx: np.ndarray, ring_vox: int = 2) -> Box:
+    """The tight 2D box of the GT on its largest-area slice (lowest index on ties)."""
+    gt = np.asarray(gt_zyx).astype(bool)
+    if gt.ndim != 3:
+        raise DimensionalityError(f"GT must be a (Z, Y, X) volume, got shape {gt.shape}")
+    z = largest_area_slice(gt)
+    return Box.around(gt[z], z, ring_vox)
+
+
+class Cvpr25Clinician:
+    """The simulated user of the CVPR 2025 challenge protocol (see the module docstring).
+
+    ``spacing_zyx`` is the voxel size (mm) of the canonical grid the predictions come on;
+    ``box``: give the largest-slice GT box with the first click; the runner decides how many
+    rounds (clicks) there are. Stops (``stop=True``, no prompts) when the prediction is exact.
+    """
+
+    mode = "cvpr25"
+
+    def __init__(
+        self,
+        spacing_zyx: Any,
+        *,
+        box: bool = True,
+        click_radius: float = 2.0,
+        ring_vox: int = 2,
+        threshold: float = 0.5,
+    ) -> None:
+        self.spacing_zyx = _spacing3(spacing_zyx)
+        if not (np.isfinite(click_radius) and click_radius >= 0):
+            raise ConfigError(f"click_radius must be >= 0, got {click_radius}")
+        Box(0, -0.5, -0.5, 0.5, 0.5, ring_vox)  # validates ring_vox
+        self.box = bool(box)
+        self.click_radius = float(click_radius)
+        self.ring_vox = int(ring_vox)
+        self.threshold = float(threshold)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new case (round 1 next)."""
+        self._round = 0
+
+    @property
+    def rounds_done(self) -> int:
+        return self._round
+
+    def step(self, pred_zyx: np.ndarray, gt_zyx: np.ndarray) -> ClinicianTurn:
+        """The next round's prompts: (round 1: the box and) one click at the largest error."""
+        pred, gt = _pair(pred_zyx, gt_zyx, self.threshold)
+        self._round += 1
+        info: dict[str, Any] = {
+            "round": self._round,
+            "mode": self.mode,
+            "wrong_total": int((pred != gt).sum()),
+            "fn_total": int((gt & ~pred).sum()),
+            "fp_total": int((pred & ~gt).sum()),
+            "box": False,
+        }
+        found = largest_error_click(
+            pred, gt, self.spacing_zyx, radius_vox=self.click_radius, threshold=0.5
+        )
+        if found is None:
+            info.update(slice=None, reason="prediction_correct", n_prompts=0)
+            return ClinicianTurn((), info, stop=True)
+        click = found.click
+        prompts: list[Prompt] = [click]
+        if self._round == 1 and self.box and gt.any():
+            box = largest_slice_box(gt, self.ring_vox)
+            prompts.insert(0, box)
+            info.update(box=True, box_slice=box.z, box_corners=[[box.y0, box.x0], [box.y1, box.x1]])
+        info.update(
+            slice=click.z,
+            click_y=click.y,
+            click_x=click.x,
+            reason="largest_error_fn" if click.positive else "largest_error_fp",
+            error_voxels=found.component_voxels,
+            error_components=found.n_components,
+            click_distance_mm=found.distance_mm,
+            n_prompts=len(prompts),
+            n_positive=int(click.positive),
+            n_negative=int(not click.positive),
         )
         return ClinicianTurn(tuple(prompts), info, stop=False)

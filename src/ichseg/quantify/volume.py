@@ -242,6 +242,7 @@ EXPANSION_CRITERIA: dict[str, str] = {
 }
 DEFAULT_EXPANSION_CRITERION = "dowlatshahi"
 UHG_THRESHOLD_ML_PER_H = 9.3  #: ultra-early hematoma growth cut-off (Front Neurol 2021)
+_THRESHOLD_TOLERANCE = 1e-9  #: mL and fractions: a value this close to a threshold is on it
 
 
 @dataclass(frozen=True)
@@ -314,10 +315,14 @@ def expansion(
     else:
         rel = ratio = math.inf if v2 > 0 else math.nan
     grows = delta > 0  # NaN comparisons below are False, so 0 -> 0 never expands
+    # A threshold met exactly counts as met exactly: volumes are sums of voxel volumes, so
+    # 3 -> 3.99 mL can come out as 33.000000000000007 %; compare with a tolerance far below
+    # any measurable difference.
+    eps = _THRESHOLD_TOLERANCE
     flags = {
-        "dowlatshahi": bool(delta > 6.0 or (grows and rel > 0.33)),
-        "kazui": bool(delta >= 12.5 or (grows and ratio >= 1.4)),
-        "jcm2025": bool(delta >= 12.5 or (grows and rel >= 0.30)),
+        "dowlatshahi": bool(delta > 6.0 + eps or (grows and rel > 0.33 + eps)),
+        "kazui": bool(delta >= 12.5 - eps or (grows and ratio >= 1.4 - eps)),
+        "jcm2025": bool(delta >= 12.5 - eps or (grows and rel >= 0.30 - eps)),
     }
     uhg = v1 / h if h is not None else None
     return ExpansionResult(
@@ -366,22 +371,32 @@ def components_report(
     ``connectivity`` 1 = faces (6-neighbourhood), 2 = edges (18), 3 = corners (26, default).
     An empty mask gives an empty list.
     """
+    return label_components(mask, connectivity, label)[1]
+
+
+def label_components(
+    mask: Volume, connectivity: int = 3, label: int | None = None
+) -> tuple[np.ndarray, list[ComponentInfo]]:
+    """:func:`components_report` plus the component image: an ``int32`` array on the mask's
+    grid whose value at a voxel is the :attr:`ComponentInfo.index` (rank) of its component."""
     if connectivity not in (1, 2, 3):
         raise ConfigError(f"connectivity must be 1, 2 or 3, got {connectivity}")
     fg = foreground(mask, label)
     labels, n = ndimage.label(fg, structure=ndimage.generate_binary_structure(3, connectivity))
     if n == 0:
-        return []
+        return np.zeros(mask.shape, dtype=np.int32), []
     ax = axial_axis(mask)
     counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     coords = np.nonzero(labels)
     lab_vals = labels[coords]
     sums = [np.bincount(lab_vals, weights=c, minlength=n + 1)[1:] for c in coords]
+    # a connected component occupies a contiguous run of slices along any axis
+    boxes = ndimage.find_objects(labels)
     infos = []
     for lab in range(1, n + 1):
         cnt = int(counts[lab - 1])
         cen = np.array([s[lab - 1] / cnt for s in sums])
-        ks = np.unique(coords[ax][lab_vals == lab])
+        ks = range(boxes[lab - 1][ax].start, boxes[lab - 1][ax].stop)  # type: ignore[index]
         infos.append(
             (
                 cnt,
@@ -392,7 +407,11 @@ def components_report(
             )
         )
     infos.sort(key=lambda t: (-t[0], t[1]))
-    return [
+    rank_of = np.zeros(n + 1, dtype=np.int32)
+    for rank, (_, lab, *_rest) in enumerate(infos, start=1):
+        rank_of[lab] = rank
+    ranked = rank_of[labels]
+    return ranked, [
         ComponentInfo(
             index=rank,
             n_voxels=cnt,
