@@ -290,7 +290,7 @@ def test_docs_examples_parse():
 
 
 def test_docs_examples_and_written_files_validate_against_the_schema():
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
     from ichseg.interaction.prompts import prompt_schema
 
     validator = jsonschema.Draft202012Validator(prompt_schema())
