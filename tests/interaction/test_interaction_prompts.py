@@ -291,6 +291,7 @@ def test_docs_examples_parse():
 
 def test_docs_examples_and_written_files_validate_against_the_schema():
     import jsonschema
+
     from ichseg.interaction.prompts import prompt_schema
 
     validator = jsonschema.Draft202012Validator(prompt_schema())
