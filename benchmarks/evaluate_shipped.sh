@@ -21,9 +21,11 @@ METHODS=(--method "hpinet$W" --method "hpinet_refined$W" --method random_walker)
 $ICHSEG evaluate --data "$TEST" "${METHODS[@]}" --rounds 8 \
   --threads "$THREADS" --no-progress --overwrite --out "$OUT/interactive_synthetic"
 $ICHSEG evaluate --data "$CASE166" "${METHODS[@]}" --rounds 8 \
-  --input-window 50.5,85 --keep-masks 0 --threads "$THREADS" --no-progress \
+  --input-window 50.5,85 --keep-masks 0 --threads "$THREADS" --no-progress --overwrite \
   --out "$OUT/interactive_case166"
 rm -f "$OUT/interactive_case166/overlay.png"
 # the CVPR 2025 interactive 3D challenge protocol: 2D box + 5 clicks at the largest error
+# (the first 10 test scans with hemorrhage, for the CPU budget)
 $ICHSEG evaluate --data "$TEST" "${METHODS[@]}" --protocol cvpr25 \
+  --cases 001,004,005,006,008,009,010,011,012,013 \
   --threads "$THREADS" --no-progress --overwrite --out "$OUT/interactive_cvpr25"

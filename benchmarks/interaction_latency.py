@@ -80,7 +80,8 @@ def main() -> None:
                 r = session.run_round()
                 round_s[m].append(time.perf_counter() - t0)
                 for k, v in r.timings.items():
-                    parts[m].setdefault(k, []).append(v)
+                    if not k.startswith("rw_"):  # the random walker's counts, not seconds
+                        parts[m].setdefault(k, []).append(v)
                 pred = to_canonical(session.mask())[0].zyx()
         done += 1
         summary = ", ".join(f"{labels[m]} {statistics.median(round_s[m]):.2f} s" for m in methods)
