@@ -162,10 +162,12 @@ class EngineFactory:
         self.device = device
         self._model = None
         self.weights_path = None
+        from ichseg.options import config_from_options
+
         if self.spec.kind == "random_walker":
             from ichseg.interaction.random_walker import RandomWalkerConfig
 
-            self._config = _typed_config(RandomWalkerConfig, self.options, self.spec.label)
+            self._config = config_from_options(RandomWalkerConfig, self.options, self.spec.label)
         else:
             from ichseg.interaction.hpinet_engine import HPINetEngineConfig
 
@@ -207,23 +209,6 @@ class EngineFactory:
             device=self.device,
             weights_path=self.weights_path,
         )
-
-
-def _typed_config(cls: Any, options: dict[str, Any], what: str) -> Any:
-    from dataclasses import fields as dc_fields
-
-    from ichseg.errors import ConfigError
-
-    known = {f.name for f in dc_fields(cls)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(
-            f"{what}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
-        )
-    try:
-        return cls(**options)
-    except TypeError as exc:
-        raise ConfigError(f"{what}: {exc}") from None
 
 
 def build_engine(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from ichseg.interaction.engine import EngineOutput
 from ichseg.interaction.hints import rasterize_prompts
 from ichseg.interaction.prompts import Prompt
 from ichseg.io.volume import Volume
+from ichseg.options import config_from_options
 from ichseg.preprocess.model_input import ModelGrid, prepare_image
 
 
@@ -92,16 +93,7 @@ class HPINetEngineConfig:
     @classmethod
     def from_options(cls, options: dict[str, Any], what: str = "hpinet") -> HPINetEngineConfig:
         """From a dict, naming unknown options (a typed error, not a TypeError)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigError(
-                f"{what}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
-            )
-        try:
-            return cls(**options)
-        except TypeError as exc:  # pragma: no cover - all fields have defaults
-            raise ConfigError(f"{what}: {exc}") from None
+        return config_from_options(cls, options, what)
 
 
 @dataclass

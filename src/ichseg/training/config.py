@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ichseg.errors import ConfigError
+from ichseg.options import config_from_options
 from ichseg.training.data import SamplerConfig
 from ichseg.training.iterative import IterativeConfig
 from ichseg.training.losses import LossWeights
@@ -76,9 +77,9 @@ class TrainConfig:
         elif isinstance(data.get("loss"), str):
             data["loss"] = LossWeights.preset(data["loss"])
         if isinstance(data.get("sampler"), dict):
-            data["sampler"] = _typed(SamplerConfig, data["sampler"], "sampler")
+            data["sampler"] = config_from_options(SamplerConfig, data["sampler"], "sampler")
         if isinstance(data.get("iterative"), dict):
-            data["iterative"] = _typed(IterativeConfig, data["iterative"], "iterative")
+            data["iterative"] = config_from_options(IterativeConfig, data["iterative"], "iterative")
         return cls(**data)
 
     def save(self, path: str | Path) -> Path:
@@ -97,11 +98,3 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: a training config must be a YAML mapping")
         return cls.from_dict(data)
-
-
-def _typed(cls: Any, data: dict[str, Any], what: str) -> Any:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown {what} option(s): {', '.join(unknown)}")
-    return cls(**data)
