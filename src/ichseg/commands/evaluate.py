@@ -5,6 +5,13 @@ clicks with ``--mode click`` / ``--clinician click``, on one slice per round, ``
 default 8) and ``--protocol cvpr25`` (the CVPR 2025 challenge: optional GT box plus one click
 per round at the largest 3D error, ``--rounds`` = clicks, default 5; also writes
 ``cvpr25.csv``, ``cvpr25_cases.csv`` and ``cvpr25.md``, see :mod:`ichseg.evaluation.cvpr25`).
+
+Automatic, then corrected: ``--initial-masks DIR`` (one mask per case, ``CASE_ID.nii.gz`` etc.,
+e.g. written by ``ichseg predict``) or ``--initial-model WEIGHTS`` (an automatic model run on
+every case) starts each session from that mask as round 0; methods are then named
+``LABEL+METHOD`` (``--initial-label``, default the folder's or model's name), the round-0 rows
+("automatic only") go to ``automatic.csv`` and ``automatic.md`` (also appended to ``report.md``)
+and the rounds after them to the usual report.
 """
 
 from __future__ import annotations
@@ -22,6 +29,10 @@ from ichseg.commands._paths import Output, check_output_paths
 from ichseg.commands._scan import AllowNonCtOpt, CorrectTiltOpt, ScanOptions, SeriesUidOpt
 from ichseg.errors import ConfigError, DatasetLayoutError
 
+#: extra files of a run with --initial-masks / --initial-model
+INITIAL_FILES = ("automatic.csv", "automatic.md")
+#: mask file endings looked for in --initial-masks (CASE_ID + ending)
+INITIAL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.dcm")
 #: files ``write_report`` writes into ``--out`` (an earlier run's are kept unless --overwrite)
 REPORT_FILES = (
     "results.csv",
@@ -122,6 +133,126 @@ def _command_line(params: dict[str, Any]) -> str:
     return shlex.join(parts)
 
 
+def _initial_provider(
+    masks: Path | None,
+    model: Path | None,
+    fold: str,
+    label: str | None,
+    selected: list[Any],
+    device: str,
+) -> tuple[Callable[[str, Any], Any] | None, str, str]:
+    """``(initial(case_id, image) -> mask, label, source)`` for --initial-masks/--initial-model
+    (``None`` without either). Every case's mask file is found (or the model file read) here,
+    before any work."""
+    if masks is not None and model is not None:
+        raise ConfigError("give either --initial-masks or --initial-model, not both")
+    if masks is None and model is None:
+        if label is not None:
+            raise ConfigError("--initial-label needs --initial-masks or --initial-model")
+        return None, "", ""
+    if masks is not None:
+        if not masks.is_dir():
+            raise DatasetLayoutError(f"--initial-masks {masks}: not a folder")
+        paths: dict[str, Path] = {}
+        missing = []
+        for case in selected:
+            found = next(
+                (
+                    masks / f"{case.case_id}{sfx}"
+                    for sfx in INITIAL_SUFFIXES
+                    if (masks / f"{case.case_id}{sfx}").is_file()
+                ),
+                None,
+            )
+            if found is None:
+                missing.append(case.case_id)
+            else:
+                paths[case.case_id] = found
+        if missing:
+            raise DatasetLayoutError(
+                f"--initial-masks {masks}: no mask for case(s) {missing[:5]} (expected "
+                f"CASE_ID{INITIAL_SUFFIXES[0]}, ..., as `ichseg predict` writes them)"
+            )
+
+        def from_files(case_id: str, image: Any) -> Any:
+            from ichseg.io.reader import load_mask
+
+            return load_mask(paths[case_id], reference=image)
+
+        return from_files, label or masks.resolve().name, str(masks)
+
+    from ichseg.commands.predict import Segmenter, resolve_model
+
+    spec = resolve_model(model, fold=fold, device=device)  # type: ignore[arg-type]
+    segmenter: list[Segmenter] = []
+    cache: dict[str, tuple[Any, tuple[int, ...]]] = {}
+
+    def from_model(case_id: str, image: Any) -> Any:
+        import numpy as np
+
+        if case_id in cache:  # the same mask for every method
+            bits, shape = cache[case_id]
+            arr = np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape)
+            return image.as_label(arr)
+        if not segmenter:
+            segmenter.append(Segmenter(spec))
+        mask = segmenter[0].mask_of(image)
+        arr = np.asarray(mask.array) > 0
+        cache[case_id] = (np.packbits(arr.ravel()), arr.shape)
+        return mask
+
+    return from_model, label or spec.name, f"{spec.label}:{model}"
+
+
+def _automatic_summary(
+    auto: Any, rest: Any, rounds: int, command: str, n_resamples: int = 5000
+) -> tuple[Any, list[str]]:
+    """Per method: Dice (bootstrap 95 % CI), HD95 and |dV| of round 0 ("automatic only") and of
+    rounds 1, 3 and the last (carrying a stopped case's last value), as a frame and markdown."""
+    import pandas as pd
+
+    from ichseg.evaluation.statistics import bootstrap_ci
+    from ichseg.evaluation.tables import at_round, to_markdown
+
+    picks: list[tuple[str, Any]] = [("automatic only (round 0)", auto)]
+    for r in sorted({1, 3, rounds}):
+        if r <= rounds and not rest.empty:
+            picks.append((f"automatic + {r} round{'s' if r > 1 else ''}", at_round(rest, r)))
+    rows = []
+    for method in dict.fromkeys(auto["method"]):
+        for what, frame in picks:
+            d = frame[frame["method"] == method]
+            if d.empty:
+                continue
+            ci = bootstrap_ci(d["dice"].to_numpy(float), n_resamples=n_resamples)
+            rows.append(
+                {
+                    "method": method,
+                    "stage": what,
+                    "cases": len(d),
+                    "dice": ci.mean,
+                    "dice_ci_lo": ci.lo,
+                    "dice_ci_hi": ci.hi,
+                    "hd95_mm": float(d["hd95"].mean()),
+                    "abs_vol_err_ml": float(d["abs_vol_err_ml"].mean()),
+                }
+            )
+    table = pd.DataFrame(rows)
+    md = [
+        "## Automatic, then corrected",
+        "",
+        "Round 0 is the automatic mask alone; rounds 1.. are the simulated clinician's "
+        "corrections of it. Dice with its percentile-bootstrap 95 % CI over cases (5000 "
+        "resamples); a case that stopped early keeps its last value.",
+        "",
+        f"Command: `{command}`",
+        "",
+        to_markdown(table.set_index(["method", "stage"]), 3) if not table.empty else "(none)",
+        "",
+    ]
+    return table, md
+
+
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
@@ -199,6 +330,31 @@ def register(app: typer.Typer) -> None:
                 help="Show progress: a bar on a terminal, else one line per finished case"
             ),
         ] = True,
+        initial_masks: Annotated[
+            Path | None,
+            typer.Option(
+                help="Start every case from this folder's mask (CASE_ID.nii.gz, ... e.g. from "
+                "`ichseg predict`) as round 0; the clinician corrects it"
+            ),
+        ] = None,
+        initial_model: Annotated[
+            Path | None,
+            typer.Option(
+                help="Start every case from this automatic model's mask (checkpoint, or an "
+                "nnU-Net model folder) as round 0"
+            ),
+        ] = None,
+        initial_fold: Annotated[
+            str, typer.Option(help="nnU-Net fold of --initial-model (0..4 or all)")
+        ] = "0",
+        initial_label: Annotated[
+            str | None,
+            typer.Option(
+                help="Name of the automatic start in method names (LABEL+METHOD); default: "
+                "the --initial-masks folder's or the --initial-model's name",
+                show_default=False,
+            ),
+        ] = None,
         overwrite: Annotated[
             bool, typer.Option(help="Replace the results of an earlier run in --out")
         ] = False,
@@ -253,7 +409,12 @@ def register(app: typer.Typer) -> None:
         scan_options = ScanOptions(correct_tilt, series_uid, allow_non_ct, input_window)
         ds = open_dataset(data, input_window=window)
         selected, fold_label = _select_cases(ds, splits, fold, cases, max_cases)
+        initial, start_label, start_source = _initial_provider(
+            initial_masks, initial_model, initial_fold, initial_label, selected, device
+        )
         loaded = [load_method(m, device=device) for m in method]
+        if initial is not None:
+            loaded = [(f"{start_label}+{n}", f) for n, f in loaded]
         names = [n for n, _ in loaded]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -267,7 +428,11 @@ def register(app: typer.Typer) -> None:
                 "--out",
                 out,
                 kind="folder",
-                products=(*REPORT_FILES, *(CVPR25_FILES if cvpr25 else ())),
+                products=(
+                    *REPORT_FILES,
+                    *(CVPR25_FILES if cvpr25 else ()),
+                    *(INITIAL_FILES if initial is not None else ()),
+                ),
             ),
             overwrite=overwrite,
         )
@@ -294,10 +459,22 @@ def register(app: typer.Typer) -> None:
                 kept=kept,
                 progress=progress and not lines,
                 n_cases=len(selected),
+                initial=initial,
+                initial_source=start_source,
             )
             skipped = list(df.attrs.get("skipped_empty", []))
             frames.append(df)
         results = pd.concat(frames, ignore_index=True)
+        auto = None
+        if initial is not None:
+            from ichseg.evaluation.interactive import split_initial
+
+            results, auto = split_initial(results)
+        if results.empty and auto is not None and not auto.empty:
+            raise DatasetLayoutError(
+                "every case stopped at round 0 (the automatic masks were already correct); "
+                f"nothing to report beyond {len(auto)} round-0 row(s)"
+            )
         if results.empty:
             raise DatasetLayoutError(
                 f"no case could be evaluated: all {len(skipped)} selected case(s) have an empty "
@@ -325,10 +502,21 @@ def register(app: typer.Typer) -> None:
                 "reference": reference,
                 "keep_masks": keep_masks,
                 "device": device,
+                "initial_masks": initial_masks,
+                "initial_model": initial_model,
+                "initial_fold": initial_fold if initial_model is not None else None,
+                "initial_label": initial_label,
                 "out": out,
             }
         )
         paths = write_report(results, out, command=command, reference_method=reference, kept=kept)
+        if auto is not None:
+            auto_table, auto_md = _automatic_summary(auto, results, rounds, command)
+            auto.to_csv(out / "automatic.csv", index=False)
+            (out / "automatic.md").write_text("\n".join(auto_md), encoding="utf-8")
+            with Path(paths["report"]).open("a", encoding="utf-8") as fh:
+                fh.write("\n" + "\n".join(auto_md))
+            paths["automatic"] = out / "automatic.csv"
         if cvpr25:
             paths.update(write_cvpr25(results, out, command, rounds))
 
@@ -361,4 +549,17 @@ def register(app: typer.Typer) -> None:
                 t25.add_row(name, *("n/a" if v != v else f"{v:.3f}" for v in values.values()))
             console.print(t25)
             console.print(f"cvpr25: {paths['cvpr25_md']}")
+        if auto is not None:
+            ta = Table(title="automatic, then corrected (Dice, 95 % CI)", box=box.SIMPLE)
+            for col in ("method", "stage", "cases", "Dice", "95 % CI"):
+                ta.add_column(col, justify="left" if col in ("method", "stage") else "right")
+            for _, r in auto_table.iterrows():
+                ta.add_row(
+                    str(r["method"]),
+                    str(r["stage"]),
+                    str(int(r["cases"])),
+                    f"{r['dice']:.3f}",
+                    f"[{r['dice_ci_lo']:.3f}, {r['dice_ci_hi']:.3f}]",
+                )
+            console.print(ta)
         console.print(f"report: {paths['report']}")

@@ -86,6 +86,13 @@ def register(app: typer.Typer) -> None:
         report: Annotated[
             Path | None, typer.Option(help="Also write a report of the result (.html or .pdf)")
         ] = None,
+        initial_mask: Annotated[
+            Path | None,
+            typer.Option(
+                help="Start from this mask (e.g. from `ichseg predict`) as round 0; the prompt "
+                "file's rounds correct it (NIfTI/NRRD/MHA or DICOM-SEG of the scan)"
+            ),
+        ] = None,
         overwrite: Annotated[bool, typer.Option(help="Overwrite existing outputs")] = False,
     ) -> None:
         """Segment a scan non-interactively: one engine round per round in the prompt file.
@@ -111,7 +118,12 @@ def register(app: typer.Typer) -> None:
             Output("--log-out", log_out, suffixes=(".json",)),
             Output("--report", report, suffixes=(".html", ".htm", ".pdf")),
             overwrite=overwrite,
-            inputs=[("SCAN", scan), ("--prompts", prompts), ("--weights", weights)],
+            inputs=[
+                ("SCAN", scan),
+                ("--prompts", prompts),
+                ("--weights", weights),
+                ("--initial-mask", initial_mask),
+            ],
         )
         prompt_set = PromptSet.load(prompts)
         if not prompt_set.rounds:
@@ -134,9 +146,16 @@ def register(app: typer.Typer) -> None:
 
             require_dicom_source(volume, "SCAN")
         _check_prompts_fit(prompt_set, prompts, volume)
+        start = None
+        if initial_mask is not None:
+            from ichseg.io.reader import load_mask
+
+            start = load_mask(initial_mask, reference=volume)
         session, _ = build_session(settings, weights)
         session.autosave = log_out
         session.set_volume(volume)
+        if start is not None:
+            _print_round(session.start_from_mask(start, str(initial_mask)))
         for rnd in prompt_set.rounds:
             session.add_prompts(rnd.prompts)
             _print_round(session.run_round())

@@ -26,6 +26,16 @@ Rules:
   session's untouched (empty) prediction, no prompts and ``clinician_stop = True`` (Dice 1 by the
   both-empty convention), so they can be reported separately.
 
+**Automatic, then corrected** (``initial=``): a callable ``initial(case_id, image) -> mask``
+(e.g. masks written by ``ichseg predict``, or an automatic model run on the fly) gives each
+case's round 0, which :meth:`~ichseg.interaction.session.InteractiveSession.start_from_mask`
+makes the session's previous result; a row with ``round = 0`` ("automatic only", no prompts,
+``reason = "initial_mask"``, ``seconds`` = the time ``initial`` took) is written first, and the
+clinician then corrects that mask from round 1 on (round 1 still goes to its start slice unless
+the mask is right there, then to the worst slice; later rounds to the worst slice). Result
+frames with round-0 rows must be split before :mod:`ichseg.evaluation.tables` (rounds >= 1):
+:func:`split_initial`.
+
 ``protocol="cvpr25"`` replaces the simulated clinician by the CVPR 2025 challenge user
 (:class:`~ichseg.interaction.simulated_user.Cvpr25Clinician`, see
 :mod:`ichseg.evaluation.cvpr25`): ``rounds`` is then the number of clicks (default 5), round 1
@@ -97,7 +107,11 @@ class SessionLike(Protocol):
 
     def probability(self) -> Volume: ...
 
+    def start_from_mask(self, mask: Volume, source: str = ...) -> RoundResult: ...
 
+
+#: ``initial(case_id, image)``: the case's round-0 mask on the image's grid (see module docstring)
+InitialMasks = Callable[[str, Volume], Volume]
 MethodFactory = Callable[[], SessionLike]
 CaseTriple = tuple[str, Volume, Volume]
 
@@ -224,6 +238,8 @@ def evaluate_interactive(
     kept: dict[str, KeptCase] | None = None,
     progress: bool = True,
     n_cases: int | None = None,
+    initial: InitialMasks | None = None,
+    initial_source: str = "automatic",
 ) -> pd.DataFrame:
     """Run the simulated-clinician protocol for one method; long-format results frame.
 
@@ -237,6 +253,9 @@ def evaluate_interactive(
     ``protocol``: ``"clinician"`` (default; the :class:`ClinicianSpec` user, ``rounds`` default
     8) or ``"cvpr25"`` (the challenge protocol, ``rounds`` = clicks, default 5; ``cvpr25_box``
     gives the box in round 1; ``clinician`` must then be ``None``). See the module docstring.
+
+    ``initial``: round-0 masks per case (``initial(case_id, image) -> Volume``, logged with
+    ``initial_source``); each case then gets a ``round = 0`` row before its rounds.
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -293,6 +312,8 @@ def evaluate_interactive(
                 method_name,
                 fold_value,
                 lambda: bar.advance(task, 1),
+                None if initial is None else (lambda i=image, c=case_id: initial(c, i)),
+                initial_source,
             )
             bar.advance(task, int(rounds) - ran)
             rows.extend(case_rows)
@@ -321,6 +342,8 @@ def _run_case(
     method_name: str,
     fold: int,
     tick: Callable[[], None],
+    initial: Callable[[], Volume] | None = None,
+    initial_source: str = "automatic",
 ) -> tuple[list[dict[str, Any]], np.ndarray, int]:
     """Rows of one case, its final mask (original grid) and the number of rounds run."""
     session = method_factory()
@@ -348,6 +371,29 @@ def _run_case(
     cvpr25 = isinstance(spec, Cvpr25Spec)
     rows: list[dict[str, Any]] = []
     final_mask = np.zeros(image.shape, np.uint8)
+    if initial is not None:
+        t = time.perf_counter()
+        start = initial()
+        seconds = time.perf_counter() - t
+        res = session.start_from_mask(start, initial_source)
+        pred_c = to_canonical(image.as_label(res.mask))[0].zyx() > 0
+        m = _case_metrics(res.mask, res.probability, gt_arr, image, pred_c, gt_c)
+        rows.append(
+            {
+                **base,
+                "round": 0,
+                **m,
+                "seconds": seconds,
+                "slice": math.nan,
+                "reason": "initial_mask",
+                "n_prompts": 0,
+                "n_positive": 0,
+                "n_negative": 0,
+                "clinician_stop": False,
+                **(_cvpr25_fields({}) if cvpr25 else {}),
+            }
+        )
+        final_mask = res.mask
     for r in range(1, rounds + 1):
         turn = user.step(pred_c, gt_c)
         if turn.stop or not turn.prompts:
@@ -400,6 +446,15 @@ def _run_case(
         tick()
     ran = sum(1 for row in rows if row["n_prompts"] > 0)
     return rows, final_mask, ran
+
+
+def split_initial(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(rows with round >= 1, round-0 rows)`` of a results frame (the tables and reports of
+    :mod:`ichseg.evaluation.tables` take rounds >= 1 only)."""
+    zero = df["round"] == 0
+    rest = df[~zero].reset_index(drop=True)
+    rest.attrs = dict(df.attrs)
+    return rest, df[zero].reset_index(drop=True)
 
 
 def _spacing_zyx(grid: GridRef) -> tuple[float, float, float]:

@@ -66,7 +66,13 @@ class Engine(Protocol):
     ) -> EngineOutput:
         """Probability for all ``prompts`` so far (``new_prompts`` are this round's, also in
         ``prompts``); ``previous`` is the last round's canonical probability (``None`` in the
-        first round or after undoing to the start) and ``state`` the last round's engine state."""
+        first round or after undoing to the start) and ``state`` the last round's engine state.
+
+        Optional extra method: ``start_state(previous) -> state`` for sessions that start from
+        an existing mask (:meth:`~ichseg.interaction.session.InteractiveSession.start_from_mask`,
+        e.g. an automatic model's result as round 0): called once with that mask's canonical
+        ``(Z, Y, X)`` array, its return value is the ``state`` of round 1. Both built-in engines
+        have it; an engine without it gets ``state=None`` and the mask only as ``previous``."""
         ...
 
 

@@ -21,6 +21,11 @@ One round (:meth:`HPINetEngine.predict`):
 The network works on its own grid (canonical LPS, in-plane padded to a square and resized to the
 preset's slice size, :class:`~ichseg.preprocess.model_input.ModelGrid`); the engine returns the
 probability on the canonical grid.
+
+A session that starts from an existing mask (round 0, e.g. an automatic model's result) calls
+:meth:`HPINetEngine.start_state`: the mask, mapped to the network grid, becomes the state's
+previous-round probability, so round 1 is a correction round (the mask is fed to VIM and SIM
+like any previous round, and slices no chain reaches keep it).
 """
 
 from __future__ import annotations
@@ -171,6 +176,27 @@ class HPINetEngine:
                 for i in range(0, z, cfg.key_batch)
             ]
             self.keys = _cat_keys(parts)
+
+    def start_state(self, previous: np.ndarray) -> HPINetState:
+        """State for a session whose round 0 is an existing mask: ``previous`` (canonical
+        ``(Z, Y, X)`` probability or 0/1 mask) on the network grid (square padding, area
+        resize, as the image), no memory frames, nothing interacted yet."""
+        from ichseg.preprocess.spatial import center_pad_or_crop, resize
+
+        if self.grid is None:
+            raise PromptError("no volume encoded: call encode() first")
+        prev = np.asarray(previous, dtype=np.float32)
+        if prev.shape != self.grid.canonical.zyx().shape:
+            raise PromptError(
+                f"initial mask of shape {prev.shape} does not fit the scan "
+                f"{self.grid.canonical.zyx().shape}"
+            )
+        s = self.grid.model_shape[1]
+        side = self.grid.square_shape[1]
+        square, _ = center_pad_or_crop(prev, (None, side, side))
+        small, _ = resize(square, (None, s, s), order="area")
+        prob = np.clip(np.asarray(small, np.float32), 0.0, 1.0)
+        return HPINetState(np.ascontiguousarray(prob), {}, ())
 
     @torch.no_grad()
     def predict(

@@ -10,6 +10,9 @@ Usage::
     session.undo(); session.redo()
     session.save_log("log.json")                     # replay_log() gives the same mask
 
+    session.start_from_mask(auto_mask, "unet")       # or: round 0 = an automatic model's mask,
+    session.add_scribble(...); session.run_round()   # round 1 corrects it (undo-able, logged)
+
 The session owns everything that is not the method: the scan and its canonical grid, the
 accumulated prompts, the history of rounds with undo/redo, the results on the original grid,
 the replayable log and its autosave, the suggested next slice and the volume in mL. Engines
@@ -27,16 +30,26 @@ Rules applied to every engine's answer:
 * a round whose prompts so far are all background, on an empty mask, yields an empty mask and
   says so in :attr:`RoundResult.note` (nothing was marked as hemorrhage);
 * stroke widths and click radii are bounded in mm (``max_prompt_size_mm``).
+
+**Automatic, then corrected** (:meth:`InteractiveSession.start_from_mask`): an existing mask
+(e.g. from ``ichseg predict``) becomes round 0, the session's previous result: its
+:class:`RoundResult` has ``index`` 0, the next :meth:`~InteractiveSession.run_round` passes it
+to the engine as ``previous`` (plus the engine's ``start_state(previous)`` as ``state`` when the
+engine has that optional method) and is round 1. Round 0 is undo-able like any round and is
+logged as an ``initial_mask`` event holding the mask itself (bit-packed, zlib, base64), so
+:func:`replay_events` and :func:`resume_session` reproduce it; such logs have version 3.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import hashlib
 import json
 import os
 import time
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -59,7 +72,9 @@ from ichseg.interaction.prompts import (
 from ichseg.io.volume import Intensity, IntensityKind, Reorientation, Volume, to_canonical
 
 LOG_FORMAT = "ichseg-interaction-log"
-LOG_VERSION = 2
+LOG_VERSION = 3  #: newest log version read; written only by logs with an ``initial_mask``
+_BASE_LOG_VERSION = 2  #: version of logs without an ``initial_mask`` event
+MASK_ENCODING = "packbits-zlib-base64"  #: how an ``initial_mask`` event stores its mask
 NOTE_ONLY_BACKGROUND = "only background prompts and no hemorrhage so far: the mask is empty"
 
 
@@ -214,9 +229,70 @@ class InteractiveSession:
 
     @property
     def round_index(self) -> int:
-        """Number of rounds in the current (undo-aware) history."""
+        """Index of the current round in the (undo-aware) history: 0 before the first round or
+        at an initial mask (:meth:`start_from_mask`), else the number of rounds run."""
+        res = self.state.result
+        return res.index if res is not None else 0
+
+    @property
+    def initial_source(self) -> str | None:
+        """What the current history's round-0 mask came from (``None``: no initial mask)."""
         self._require_volume()
-        return self._pointer
+        first = self._states[1] if self._pointer >= 1 else None
+        if first is None or first.result is None or first.result.index != 0:
+            return None
+        return first.result.note.removeprefix("initial mask: ") if first.result.note else ""
+
+    # ------------------------------------------------------------------ round 0
+    def start_from_mask(self, mask: Volume, source: str = "automatic") -> RoundResult:
+        """Make ``mask`` (a label volume on the scan's grid; any value > 0 is hemorrhage) round 0:
+        the previous result the next :meth:`run_round` corrects. ``source`` says where it came
+        from (e.g. ``"unet:runs/unet/best.pt"``); it is logged and shown in the round's note.
+
+        Only at the start of a history (no round yet, or undone to the start; no pending
+        prompts). A mask on a permuted/flipped copy of the scan's grid is reoriented; any other
+        geometry is a :class:`~ichseg.errors.GeometryError`."""
+        from ichseg.io.reader import align_mask_to
+
+        vol = self._require_volume()
+        if self._pending:
+            raise PromptError(
+                "prompts are pending: run or undo them before setting an initial mask"
+            )
+        if self._pointer != 0:
+            raise PromptError(
+                "an initial mask starts a session: undo to the start first (rounds exist)"
+            )
+        if not isinstance(mask, Volume):
+            raise PromptError(f"the initial mask must be a Volume, got {type(mask).__name__}")
+        t0 = time.perf_counter()
+        aligned = align_mask_to(mask, vol)
+        arr = (np.asarray(aligned.array) > 0).astype(np.uint8)
+        self._push_initial(arr, str(source), t0)
+        self._events.append({"op": "initial_mask", "source": str(source), "mask": encode_mask(arr)})
+        self._autosave()
+        return self.state.result  # type: ignore[return-value]
+
+    def _push_initial(self, arr: np.ndarray, source: str, t0: float) -> None:
+        vol = self._require_volume()
+        canon = to_canonical(vol.as_label(arr))[0].zyx().astype(np.float32)
+        starter = getattr(self.engine, "start_state", None)
+        engine_state = starter(canon) if callable(starter) else None
+        volume_ml = float(arr.sum()) * vol.voxel_volume_ml
+        result = RoundResult(
+            index=0,
+            probability=arr.astype(np.float32),
+            mask=arr,
+            volume_ml=volume_ml,
+            delta_ml=volume_ml,
+            interacted_slices=[],
+            propagated_slices=[],
+            seconds=time.perf_counter() - t0,
+            note=f"initial mask: {source}",
+        )
+        self._states = self._states[:1]
+        self._states.append(_State((), canon, engine_state, (), result))
+        self._pointer = 1
 
     # ------------------------------------------------------------------ prompts
     def add_prompt(self, prompt: Prompt) -> None:
@@ -332,7 +408,7 @@ class InteractiveSession:
         timings["session"] = time.perf_counter() - t
         interacted = [z for z in prev_state.interacted if z not in new_slices] + new_slices
         result = RoundResult(
-            index=self._pointer + 1,
+            index=(prev_state.result.index if prev_state.result else 0) + 1,
             probability=prob_orig,
             mask=mask_orig,
             volume_ml=volume_ml,
@@ -380,7 +456,13 @@ class InteractiveSession:
         p = self.state.canonical_prob
         if p is None:
             return None
-        unsure = (p * (1.0 - p)).reshape(p.shape[0], -1).sum(axis=1)
+        # sum of p(1-p) per slice as sum(p) - sum(p^2), accumulated in float64 (float32 cancels
+        # badly for near-binary slices): no full-size temporaries, about 1.7x faster on a
+        # 512x512x32 scan (the app computes this after every round)
+        flat = p.reshape(p.shape[0], -1)
+        unsure = flat.sum(axis=1, dtype=np.float64) - np.einsum(
+            "ij,ij->i", flat, flat, dtype=np.float64, casting="same_kind"
+        )
         for z in self.state.interacted:
             unsure[z] = -1.0
         if unsure.max() <= 1e-3:
@@ -441,9 +523,10 @@ class InteractiveSession:
                 scan["source_relative_to_log"] = os.path.relpath(
                     Path(source).resolve(), Path(relative_to).resolve()
                 )
+        initial = any(e["op"] == "initial_mask" for e in self._events)
         return {
             "format": LOG_FORMAT,
-            "version": LOG_VERSION,
+            "version": LOG_VERSION if initial else _BASE_LOG_VERSION,
             "engine": {
                 "name": self.engine.name,
                 "config": self.engine.config_dict(),
@@ -475,6 +558,40 @@ class InteractiveSession:
     def _autosave(self) -> None:
         if self.autosave is not None:
             self.save_log(self.autosave)
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """A binary ``(i, j, k)`` mask as plain JSON: C-order bits, ``np.packbits``, zlib, base64."""
+    arr = np.ascontiguousarray(np.asarray(mask) > 0)
+    data = zlib.compress(np.packbits(arr.ravel()).tobytes(), 6)
+    return {
+        "encoding": MASK_ENCODING,
+        "shape_ijk": [int(n) for n in arr.shape],
+        "voxels": int(arr.sum()),
+        "data": base64.b64encode(data).decode("ascii"),
+    }
+
+
+def decode_mask(record: Mapping[str, Any]) -> np.ndarray:
+    """The uint8 mask of :func:`encode_mask`'s record (:class:`InputFileError` if malformed)."""
+    try:
+        if record.get("encoding") != MASK_ENCODING:
+            raise ValueError(f"encoding {record.get('encoding')!r} is not {MASK_ENCODING!r}")
+        shape = tuple(int(n) for n in record["shape_ijk"])
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"shape_ijk {list(shape)} is not a 3D shape")
+        bits = np.frombuffer(
+            zlib.decompress(base64.b64decode(record["data"], validate=True)), np.uint8
+        )
+        n = int(np.prod(shape))
+        if bits.size != (n + 7) // 8:
+            raise ValueError(f"{bits.size} bytes do not hold {n} voxels")
+        arr = np.unpackbits(bits, count=n).reshape(shape)
+        if "voxels" in record and int(arr.sum()) != int(record["voxels"]):
+            raise ValueError("voxel count does not match")
+    except (KeyError, TypeError, ValueError, zlib.error) as exc:
+        raise InputFileError(f"malformed initial mask in interaction log: {exc}") from None
+    return arr.astype(np.uint8)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -509,7 +626,15 @@ LEGACY_ENGINE_DEFAULTS: dict[str, Any] = {
 }
 _LEGACY_SESSION_DEFAULTS: dict[str, Any] = {"enforce_prompts": False}
 _LOG_KEYS = {"format", "version", "engine", "model", "session_config", "scan", "events", "rounds"}
-_EVENT_OPS = {"set_volume", "prompt", "run_round", "undo", "discard_pending", "redo"}
+_EVENT_OPS = {
+    "set_volume",
+    "initial_mask",
+    "prompt",
+    "run_round",
+    "undo",
+    "discard_pending",
+    "redo",
+}
 
 
 def _need(cond: bool, path: Path, msg: str) -> None:
@@ -559,6 +684,13 @@ def read_log(path: str | Path) -> dict[str, Any]:
                 prompt_from_dict(ev["prompt"])
             except PromptError as exc:
                 raise InputFileError(f"{p}: malformed interaction log: event {n}: {exc}") from None
+        if ev["op"] == "initial_mask":
+            _need(isinstance(ev.get("source"), str), p, f"event {n} (initial_mask) has no source")
+            _need(isinstance(ev.get("mask"), dict), p, f"event {n} (initial_mask) has no mask")
+            try:
+                decode_mask(ev["mask"])
+            except InputFileError as exc:
+                raise InputFileError(f"{p}: event {n}: {exc}") from None
         if ev["op"] == "set_volume":
             meta = ev.get("meta")
             _need(isinstance(meta, dict), p, f"event {n} (set_volume) has no meta")
@@ -584,7 +716,7 @@ def _upgrade_v1(data: dict[str, Any], path: Path) -> dict[str, Any]:
     model = dict(data["model"])
     name = model.pop("name", "hpinet")
     out = {k: v for k, v in data.items() if k not in ("model", "session_config")}
-    out["version"] = LOG_VERSION
+    out["version"] = _BASE_LOG_VERSION
     out["engine"] = {
         "name": name,
         "config": {k: v for k, v in flat.items() if k in engine_fields},
@@ -619,7 +751,15 @@ def replay_events(session: InteractiveSession, log: Mapping[str, Any], volume: V
         op = ev["op"]
         if op == "set_volume":
             continue
-        if op == "prompt":
+        if op == "initial_mask":
+            arr = decode_mask(ev["mask"])
+            if arr.shape != tuple(volume.shape):
+                raise PromptError(
+                    f"the log's initial mask has shape {list(arr.shape)}, the scan "
+                    f"{list(volume.shape)}; replay needs the same scan"
+                )
+            session.start_from_mask(volume.as_label(arr), ev["source"])
+        elif op == "prompt":
             session.add_prompt(prompt_from_dict(ev["prompt"]))
         elif op == "run_round":
             session.run_round()
