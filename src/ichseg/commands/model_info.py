@@ -50,20 +50,26 @@ def register(app: typer.Typer) -> None:
             source = f"checkpoint {weights}"
             model_name = str(getattr(net, "registry_name", model))
         else:
-            with torch.device("meta"):
+            try:
+                with torch.device("meta"):
+                    net = build_model(model, preset)
+            except RuntimeError:  # a constructor reading tensor values (MONAI's SwinUNETR)
                 net = build_model(model, preset)
             source = f"preset {preset}"
             model_name = model
         cfg = model_config_dict(net)
+        own_shape = callable(getattr(net, "example_input_shape", None))
         if input_size is not None:
             dhw = parse_input_size(input_size)
         elif "default_depth" in cfg and "slice_size" in cfg:
             dhw = (int(cfg["default_depth"]), int(cfg["slice_size"]), int(cfg["slice_size"]))
+        elif own_shape:
+            dhw = None  # the model's example_input_shape() (e.g. its training patch)
         else:
             dhw = parse_input_size("32x256x256")
         if train_memory and (model_name != "hpinet" or weights is not None):
             raise ConfigError("--train-memory is available for hpinet presets (not --weights)")
-        if train_memory and dhw[1] != dhw[2]:
+        if train_memory and dhw is not None and dhw[1] != dhw[2]:
             raise ConfigError(f"--train-memory needs square slices, got {dhw[1]}x{dhw[2]}")
         report = model_cost(net, dhw, model_name)
 
@@ -76,8 +82,12 @@ def register(app: typer.Typer) -> None:
         def fmt_ref(v: float | None) -> str:
             return "-" if v is None else f"{v:.2f}"
 
+        if report.input_shape is not None:
+            shown = "x".join(map(str, report.input_shape)) + " (tensor)"
+        else:
+            shown = f"{report.input_dhw[0]}x{report.input_dhw[1]}x{report.input_dhw[2]}"
         table = Table(
-            title=f"{model_name} ({source}), input {dhw[0]}x{dhw[1]}x{dhw[2]}",
+            title=f"{model_name} ({source}), input {shown}",
             show_lines=False,
         )
         for col, just in (
@@ -119,7 +129,7 @@ def register(app: typer.Typer) -> None:
             console.print("config: " + ", ".join(switches))
         for note in report.notes:
             console.print(f"- {note}")
-        if train_memory:
+        if train_memory and dhw is not None:
             _print_train_memory(console, preset, dhw, amp, checkpointing)
 
 

@@ -33,6 +33,72 @@ def _floats(text: str, n: int) -> list[float]:
     return vals
 
 
+def _config_model(config: Path | None) -> str | None:
+    """The ``model:`` of a YAML training config (``None`` if absent or unreadable: the config
+    loader reports unreadable files)."""
+    if config is None:
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(config).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    value = data.get("model") if isinstance(data, dict) else None
+    return str(value) if value else None
+
+
+#: HPINet-only options (CLI spelling) that other trainers refuse.
+_HPINET_ONLY = ("--loss-weights", "--dice-ce", "--loss-preset", "--amp", "--grad-checkpointing")
+
+
+def _train_other(
+    task,  # type: ignore[no-untyped-def]
+    name: str,
+    config: Path | None,
+    cli: dict,
+    hpinet_only: dict,
+    overrides: dict,
+    all_folds: bool,
+    progress: bool,
+) -> None:
+    """Train a model whose trainer is not the HPINet one (see :mod:`ichseg.training.tasks`)."""
+    for flag in _HPINET_ONLY:
+        if hpinet_only.get(flag):
+            raise ConfigError(
+                f"{flag} is an HPINet training option; model {name!r} does not take it"
+            )
+    cfg = task.Config.load(config) if config else task.Config(model=name)
+    values = cfg.to_dict()
+    values["model"] = name
+    if cli.get("out") is None and not config:
+        cli["out"] = f"runs/{name}-{cli.get('preset') or values.get('preset', 'lite')}"
+    for key, value in cli.items():
+        if value is None:
+            continue
+        if key not in values:
+            flag = "--" + {"max_steps": "steps", "num_threads": "threads", "init_from": "init"}.get(
+                key, key
+            ).replace("_", "-")
+            raise ConfigError(f"{flag} is not available for model {name!r}")
+        values[key] = value
+    if overrides:
+        values["model_overrides"] = {**(values.get("model_overrides") or {}), **overrides}
+    cfg = task.Config.from_dict(values)
+    check_output_paths(Output("--out", cfg.out, kind="folder"))
+    if all_folds:
+        for r in task.cross_validate(cfg):
+            typer.echo(
+                f"fold {r['fold']}: {r['steps']} steps, best val Dice {r['best_val_dice']:.4f}"
+            )
+        return
+    result = task.train(cfg, progress=progress)
+    typer.echo(
+        f"{result['steps']} steps in {result['seconds']:.0f} s; best validation Dice "
+        f"{result['best_val_dice']:.4f}; checkpoints in {result['out']}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
@@ -50,6 +116,10 @@ def register(app: typer.Typer) -> None:
         all_folds: Annotated[bool, typer.Option("--cv", help="Run all folds")] = False,
         config: Annotated[Path | None, typer.Option(help="YAML training config")] = None,
         steps: Annotated[int | None, typer.Option(help="Maximum training steps")] = None,
+        max_minutes: Annotated[
+            float | None,
+            typer.Option(help="Wall-clock training budget in minutes (automatic baselines)"),
+        ] = None,
         lr: Annotated[float | None, typer.Option(help="Learning rate")] = None,
         val_every: Annotated[int | None, typer.Option(help="Validate every N steps")] = None,
         patience: Annotated[int | None, typer.Option(help="Early-stop patience")] = None,
@@ -86,8 +156,48 @@ def register(app: typer.Typer) -> None:
         ] = None,
         progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
     ) -> None:
-        """Train (e.g. `ichseg train --model hpinet --preset lite --data DIR --fold 0 --out RUN`)."""
+        """Train (e.g. `ichseg train --model hpinet --preset lite --data DIR --fold 0 --out RUN`).
+
+        --model picks the trainer (ichseg.training.tasks): hpinet, the MONAI baselines (unet,
+        vnet, segresnet, attention_unet, unetr, swin_unetr) or munet."""
         from dataclasses import asdict
+
+        from ichseg.training.tasks import trainer_for
+
+        name = model or _config_model(config) or "hpinet"
+        task = trainer_for(name)
+        if not task.is_hpinet:
+            cli_other = {
+                "data": data or None,
+                "out": str(out) if out != Path("runs/hpinet-lite") else None,
+                "model": None,
+                "preset": preset,
+                "fold": fold,
+                "max_steps": steps,
+                "max_minutes": max_minutes,
+                "lr": lr,
+                "val_every": val_every,
+                "patience": patience,
+                "device": device,
+                "num_threads": threads,
+                "seed": seed,
+                "init_from": str(init) if init else None,
+                "splits_file": str(splits_file) if splits_file else None,
+                "cache_dir": str(cache_dir) if cache_dir else None,
+            }
+            only = {
+                "--loss-weights": loss_weights,
+                "--dice-ce": dice_ce,
+                "--loss-preset": loss_preset,
+                "--amp": amp,
+                "--grad-checkpointing": grad_checkpointing,
+            }
+            _train_other(
+                task, name, config, cli_other, only, _parse_overrides(set_), all_folds, progress
+            )
+            return
+        if max_minutes is not None:
+            raise ConfigError(f"--max-minutes is not available for model {name!r}")
 
         from ichseg.training.config import TrainConfig
         from ichseg.training.losses import LossWeights

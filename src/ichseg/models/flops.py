@@ -5,6 +5,12 @@ memory is allocated and nothing is computed, so even the paper preset at 16x512x
 in about a second. The counter sees convolutions (incl. transposed), matrix products and
 attention-like ops and reports 2 FLOPs per multiply-accumulate; element-wise ops, norms, pooling
 and softmax are not counted (the usual convention, also fvcore's).
+
+Input-shape hook of the generic path: a model may define ``example_input_shape(dhw=None)``
+returning the full input tensor shape (batch and channels included) it is counted at: with
+``dhw=None`` its own nominal input (e.g. one training patch ``(1, 1, 128, 128, 16)`` of a MONAI
+baseline, or ``(1, 1, 512, 512)`` for a 2D network), with ``dhw=(D, H, W)`` the shape for a scan
+of ``D`` slices of ``H x W``. Without the hook the model is called on ``(1, in_channels, D, H, W)``.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ class CostReport:
     total: CostRow
     method: str
     notes: list[str] = field(default_factory=list)
+    input_shape: tuple[int, ...] | None = None  #: full tensor shape, when not (1, C, D, H, W)
 
 
 def count_parameters(module: nn.Module | None, trainable_only: bool = False) -> int:
@@ -264,28 +271,59 @@ def _is_paper_sized(cfg: dict[str, Any]) -> bool:
     return all(cfg.get(k) == ref[k] for k in keys) and cfg.get("propagation") == "hybrid"
 
 
-def generic_cost(model: nn.Module, input_dhw: tuple[int, int, int], name: str) -> CostReport:
+def generic_cost(
+    model: nn.Module,
+    input_dhw: tuple[int, int, int],
+    name: str,
+    input_shape: tuple[int, ...] | None = None,
+) -> CostReport:
     """Per-child parameters and whole-model FLOPs for a model called as
-    ``model(x (1, in_channels, D, H, W))`` (``in_channels`` from ``model.in_channels``, default 1).
-    FLOPs are ``None`` (with a note) if that call fails."""
+    ``model(x (1, in_channels, D, H, W))`` (``in_channels`` from ``model.in_channels``, default 1),
+    or on ``input_shape`` (e.g. from the model's ``example_input_shape``, see the module
+    docstring). FLOPs are ``None`` (with a note) if that call fails."""
     m = _meta_copy(model)
-    rows = [CostRow(child, "", n, None) for child, n in parameters_by_child(m).items() if n > 0]
+    shown, prefix = m, ""
+    while len(list(shown.children())) == 1:  # a wrapper: list the wrapped network's modules
+        child_name, shown = next(iter(shown.named_children()))
+        prefix += child_name + "."
+    rows = [
+        CostRow(prefix + child, "", n, None)
+        for child, n in parameters_by_child(shown).items()
+        if n > 0
+    ]
     in_ch = int(getattr(m, "in_channels", 1))
-    x = torch.zeros(1, in_ch, *input_dhw, device="meta")
+    shape = tuple(input_shape) if input_shape is not None else (1, in_ch, *input_dhw)
+    x = torch.zeros(*shape, device="meta")
     notes: list[str] = []
     try:
         flops: float | None = count_flops(lambda: m(x))
     except Exception as exc:
         flops = None
         notes.append(f"FLOPs not counted: forward on {tuple(x.shape)} failed ({exc}).")
-    total = CostRow("Total", "per volume", count_parameters(m), flops)
-    return CostReport(name, input_dhw, rows, total, "meta device", notes)
+    unit = "per volume" if input_shape is None else "per input " + "x".join(map(str, shape))
+    total = CostRow("Total", unit, count_parameters(m), flops)
+    return CostReport(name, input_dhw, rows, total, "meta device", notes, input_shape)
 
 
-def model_cost(model: nn.Module, input_dhw: tuple[int, int, int], name: str = "") -> CostReport:
-    """:func:`hpinet_cost` for HPINet, :func:`generic_cost` otherwise."""
+def model_cost(
+    model: nn.Module,
+    input_dhw: tuple[int, int, int] | None,
+    name: str = "",
+) -> CostReport:
+    """:func:`hpinet_cost` for HPINet, :func:`generic_cost` otherwise. ``input_dhw=None`` asks
+    a model with ``example_input_shape`` for its own input (others need a size)."""
     from ichseg.models.hpinet import HPINet
 
     if isinstance(model, HPINet):
+        if input_dhw is None:
+            raise ConfigError("the HPINet cost needs an input size")
         return hpinet_cost(model, input_dhw)
-    return generic_cost(model, input_dhw, name or type(model).__name__)
+    hook = getattr(model, "example_input_shape", None)
+    shape = None
+    if callable(hook):
+        shape = tuple(int(v) for v in (hook() if input_dhw is None else hook(tuple(input_dhw))))
+    if input_dhw is None:
+        if shape is None:
+            raise ConfigError(f"{name or type(model).__name__}: give an input size")
+        input_dhw = (1, 1, 1)  # unused: the model's own input shape is counted
+    return generic_cost(model, input_dhw, name or type(model).__name__, shape)

@@ -36,7 +36,11 @@ Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
 
 #: Modules imported lazily so that their ``@register_model`` decorators run.
-_BUILTIN_MODULES: tuple[str, ...] = ("ichseg.models.hpinet",)
+_BUILTIN_MODULES: tuple[str, ...] = (
+    "ichseg.models.hpinet",
+    "ichseg.models.monai_nets",
+    "ichseg.models.munet",
+)
 
 
 def register_model(name: str) -> Callable[[Builder], Builder]:
