@@ -81,10 +81,19 @@ def register(app: typer.Typer) -> None:
         series_uid: SeriesUidOpt = None,
         allow_non_ct: AllowNonCtOpt = False,
         overwrite: Annotated[bool, typer.Option(help="Overwrite an existing --png")] = False,
+        subtypes_model: Annotated[
+            Path | None,
+            typer.Option(
+                "--subtypes-model",
+                help="MUNet weights (ichseg train --model munet): label the mask's voxels with "
+                "hemorrhage subtypes and report the volume per subtype (needs --scan)",
+            ),
+        ] = None,
     ) -> None:
         """Hemorrhage volume of a mask: planimetric mL from the true geometry, ABC/2 with its
         A, B, C calipers, volume per subtype label and per connected component, and QA checks
-        (mask at the scan's edge, small dense calcification-like foci, intraventricular part)."""
+        (mask at the scan's edge, small dense calcification-like foci, intraventricular part).
+        With --subtypes-model, also the volume per subtype that MUNet assigns to the mask."""
         from ichseg.quantify.analysis import format_quantify_text, parse_label_names, quantify_mask
 
         check_output_paths(
@@ -94,9 +103,23 @@ def register(app: typer.Typer) -> None:
         )
         names = parse_label_names(label_names)
         _check_weighting(weighting)
+        if subtypes_model is not None and scan is None:
+            raise ConfigError("--subtypes-model needs --scan: MUNet reads the CT slices")
+        subtype_net = None
+        if subtypes_model is not None:
+            from ichseg.models.registry import load_model
+
+            subtype_net, _ = load_model(subtypes_model)
+            if getattr(subtype_net, "registry_name", "") != "munet":
+                raise ConfigError(f"--subtypes-model {subtypes_model}: not MUNet weights")
         options = ScanOptions(correct_tilt, series_uid, allow_non_ct, input_window)
         options.window()
         scan_vol, mask_vol = _load_mask(mask, scan, options, "--scan")
+        subtypes = None
+        if subtype_net is not None:
+            from ichseg.quantify.subtypes import label_mask_subtypes
+
+            subtypes = label_mask_subtypes(mask_vol, scan_vol, subtype_net)
         report = quantify_mask(
             mask_vol,
             scan_vol,
@@ -116,9 +139,14 @@ def register(app: typer.Typer) -> None:
             )
         if json_out:
             doc = {**report.as_dict(), "png": None if png is None else str(png)}
+            if subtypes is not None:
+                doc["munet_subtypes"] = subtypes.to_dict()
             typer.echo(json.dumps(doc, indent=1, allow_nan=False))
             return
         typer.echo(format_quantify_text(report))
+        if subtypes is not None:
+            parts = ", ".join(f"{k} {v:.2f} mL" for k, v in subtypes.volumes_ml.items() if v > 0)
+            typer.echo(f"subtypes by MUNet ({subtypes_model.name}): {parts or 'none'}")
         if png is not None:
             typer.echo(f"ABC/2 figure -> {png}")
 

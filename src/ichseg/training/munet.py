@@ -1,0 +1,643 @@
+"""MUNet training: focal (classification) + lambda * Dice (segmentation) on CLAHE slices.
+
+Protocol shared with ``ichseg train`` (``--model munet``): :class:`Config` (YAML ``load`` /
+``save``, ``from_dict`` / ``to_dict``), :func:`train` and :func:`cross_validate`.
+
+* Adam (lr 1e-4, the paper's) with ``ReduceLROnPlateau`` (factor 0.5) on the validation loss;
+  patient-level splits (:mod:`ichseg.data.splits`), model selection on the fold's inner
+  validation cases only.
+* Class imbalance, selectable: ``smote: true`` — SMOTE (imbalanced-learn) on the classification
+  head's input embeddings: every step the batch's pooled features join a bank of recent
+  (detached) embeddings, SMOTE balances the bank over label combinations and up to
+  ``smote_max_synthetic`` synthetic embeddings are added to the head's focal loss (they train
+  the head only; see ``docs/munet.md`` for why not image-level SMOTE). ``sampling:
+  class_weighted`` — draw slices with probability inversely proportional to the frequency of
+  their label combination. Both can be combined or switched off.
+* Resumable: ``last.pt`` (model in the registry format + optimizer, scheduler, RNG states, SMOTE
+  bank; plain tensors/numbers only, read with ``weights_only=True``) is written atomically every
+  ``ckpt_every`` steps; every step's batch depends only on ``(seed, step)``, so a resumed run
+  continues as the uninterrupted one. ``best.pt`` holds the best validation Dice; ``log.csv``
+  one row per logged step and per validation. ``max_minutes`` caps the training wall clock.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from ichseg.data.dataset import open_dataset
+from ichseg.data.slices import (
+    IGNORE,
+    NONE_INDEX,
+    SliceSet,
+    label_combination_keys,
+    prepare_case_slices,
+)
+from ichseg.data.splits import Splits, make_splits
+from ichseg.errors import ConfigError, InputFileError
+from ichseg.models.registry import (
+    build_model,
+    check_finite_state_dict,
+    model_to_state,
+    safe_torch_load,
+)
+from ichseg.training.trainer import capture_rng_state, resolve_device, restore_rng_state
+
+LOG_FIELDS = (
+    "step",
+    "kind",
+    "loss",
+    "focal",
+    "dice",
+    "smote_samples",
+    "val_loss",
+    "val_dice",
+    "val_auc",
+    "val_f1",
+    "lr",
+    "seconds",
+)
+SAMPLING = ("uniform", "class_weighted")
+
+
+@dataclass
+class Config:
+    """A MUNet training run; stored next to its checkpoints as ``config.yaml``."""
+
+    data: str = ""  #: dataset folder (subtype masks, or binary masks + the per-slice CSV)
+    out: str = "runs/munet-lite"
+    model: str = "munet"
+    preset: str = "lite"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    fpn: bool = True  #: feature-pyramid decoder (off: the Table 8 ablation)
+    fold: int = 0
+    folds: int = 5
+    split_seed: int = 0
+    val_fraction: float = 0.2
+    splits_file: str | None = None  #: reuse a splits JSON (default ``<out>/splits.json``)
+    max_steps: int = 3000
+    max_minutes: float | None = None  #: stop after this much training wall-clock time
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    lr_factor: float = 0.5  #: ReduceLROnPlateau factor (paper: 0.5)
+    lr_patience: int = 2  #: validations without a lower validation loss before the LR drops
+    lambda_dice: float = 1.0  #: L = focal + lambda * Dice
+    aux_weight: float = 0.5  #: weight of the deep-supervision branches' Dice (0: off)
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None
+    smote: bool = True
+    smote_k: int = 5
+    smote_bank: int = 1024  #: embeddings kept for SMOTE
+    smote_max_synthetic: int = 32  #: synthetic embeddings added per step
+    sampling: str = "uniform"  #: "uniform" or "class_weighted"
+    positive_fraction: float | None = 0.5  #: uniform sampling: share of hemorrhage slices
+    flip_prob: float = 0.5
+    val_every: int = 60
+    val_slices: int = 256  #: fixed validation slices (half with hemorrhage where possible)
+    patience: int | None = None  #: early stop after this many validations without improvement
+    log_every: int = 10
+    ckpt_every: int = 25
+    device: str = "auto"
+    num_threads: int | None = None
+    seed: int = 0
+    init_from: str | None = None
+    cache_dir: str | None = None  #: prepared-slice cache (default ``<out>/cache``)
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ConfigError("training needs --data (a dataset folder)")
+        if not 0 <= self.fold < self.folds:
+            raise ConfigError(f"fold {self.fold} is outside 0..{self.folds - 1}")
+        if self.max_steps < 1 or self.lr <= 0 or self.batch_size < 1:
+            raise ConfigError("max_steps and batch_size must be >= 1 and lr > 0")
+        if self.sampling not in SAMPLING:
+            raise ConfigError(
+                f"sampling must be one of {', '.join(SAMPLING)}, got {self.sampling!r}"
+            )
+        if self.positive_fraction is not None and not 0.0 <= self.positive_fraction <= 1.0:
+            raise ConfigError("positive_fraction must be in [0, 1] (or null)")
+        if self.smote_k < 1 or self.smote_bank < 2:
+            raise ConfigError("smote_k must be >= 1 and smote_bank >= 2")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError("max_minutes must be > 0")
+        if "fpn" in self.model_overrides and bool(self.model_overrides["fpn"]) != self.fpn:
+            raise ConfigError("fpn is set both in model_overrides and as fpn: keep one")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown MUNet training option(s): {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"MUNet training config: {exc}") from None
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{p}: cannot read training config ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: a training config must be a YAML mapping")
+        return cls.from_dict(data)
+
+
+# ------------------------------------------------------------------------------------ losses
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float, alpha: float | None):
+    """Mean sigmoid focal loss over all (slice, class) entries (MONAI :class:`FocalLoss`)."""
+    from monai.losses import FocalLoss
+
+    return FocalLoss(gamma=gamma, alpha=alpha, use_softmax=False, reduction="mean")(
+        logits, targets.float()
+    )
+
+
+def dice_loss(seg_logits: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+    """Soft Dice loss (1 - Dice) of the softmax over the subtype classes (background excluded),
+    over the whole batch per class, averaged over classes; :data:`IGNORE` pixels are masked out
+    (MONAI :class:`MaskedDiceLoss`)."""
+    from monai.losses import MaskedDiceLoss
+
+    known = seg != IGNORE
+    target = F.one_hot(torch.where(known, seg, 0).long(), seg_logits.shape[1])
+    target = target.permute(0, 3, 1, 2).float()
+    loss = MaskedDiceLoss(include_background=False, softmax=True, batch=True)
+    return loss(seg_logits, target, mask=known[:, None].float())
+
+
+def munet_loss(
+    out: dict[str, Any],
+    seg: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: Config,
+    extra_cls: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """``{"total", "focal", "dice"}``; ``extra_cls = (logits, labels)`` of SMOTE embeddings."""
+    logits, targets = out["cls_logits"], labels
+    if extra_cls is not None and extra_cls[0].shape[0]:
+        logits = torch.cat([logits, extra_cls[0]])
+        targets = torch.cat([targets, extra_cls[1]])
+    focal = focal_loss(logits, targets, cfg.focal_gamma, cfg.focal_alpha)
+    dice = dice_loss(out["seg_logits"], seg)
+    aux = out.get("aux_seg_logits") or []
+    if aux and cfg.aux_weight > 0:
+        dice = (dice + cfg.aux_weight * sum(dice_loss(a, seg) for a in aux) / len(aux)) / (
+            1.0 + cfg.aux_weight
+        )
+    return {"total": focal + cfg.lambda_dice * dice, "focal": focal, "dice": dice}
+
+
+# ------------------------------------------------------------------------------------ imbalance
+def smote_balance(
+    features: np.ndarray, labels: np.ndarray, k: int = 5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """SMOTE (imbalanced-learn) over label combinations: returns ``(features, labels)`` with the
+    originals first, then synthetic samples, so that every combination with at least two members
+    has as many samples as the largest one (combinations seen once cannot be interpolated and
+    keep their count). ``k`` is reduced to fit the smallest oversampled combination."""
+    from imblearn.over_sampling import SMOTE
+
+    x = np.asarray(features, np.float64)
+    lab = np.asarray(labels, np.uint8)
+    keys = label_combination_keys(lab)
+    uniq, counts = np.unique(keys, return_counts=True)
+    top = int(counts.max()) if counts.size else 0
+    grow = {int(u): top for u, c in zip(uniq, counts, strict=True) if 2 <= c < top}
+    if not grow:
+        return x.astype(np.float32), lab
+    kk = min(k, min(int(counts[uniq == u][0]) for u in grow) - 1)
+    sm = SMOTE(sampling_strategy=grow, k_neighbors=kk, random_state=seed)
+    x_res, keys_res = sm.fit_resample(x, keys)
+    bits = (keys_res[:, None] >> np.arange(lab.shape[1])) & 1
+    return x_res.astype(np.float32), bits.astype(np.uint8)
+
+
+def sampling_weights(labels: np.ndarray, mode: str, positive_fraction: float | None) -> np.ndarray:
+    """Per-slice draw probabilities: ``class_weighted`` = inverse frequency of the slice's label
+    combination; ``uniform`` = equal, or ``positive_fraction`` of the mass on hemorrhage slices."""
+    n = labels.shape[0]
+    if mode == "class_weighted":
+        keys = label_combination_keys(labels)
+        _, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        w = 1.0 / counts[inv]
+    else:
+        w = np.ones(n)
+        pos = labels[:, NONE_INDEX] == 0
+        if positive_fraction is not None and pos.any() and (~pos).any():
+            w = np.where(pos, positive_fraction / pos.sum(), (1 - positive_fraction) / (~pos).sum())
+    return w / w.sum()
+
+
+# ------------------------------------------------------------------------------------ trainer
+class Trainer:
+    """Train MUNet on one fold (see module docstring)."""
+
+    def __init__(self, cfg: Config, progress: bool = True) -> None:
+        cfg.validate()
+        self.cfg, self.progress, self.out = cfg, progress, Path(cfg.out)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.device = resolve_device(cfg.device)
+        self.step, self.elapsed, self.best_val = 0, 0.0, -math.inf
+        self.validations_without_improvement = 0
+        self.history: list[dict[str, Any]] = []
+        self.bank_x = torch.zeros(0)
+        self.bank_y = torch.zeros(0, dtype=torch.uint8)
+
+    def _splits(self, dataset: Any) -> Splits:
+        cfg = self.cfg
+        path = Path(cfg.splits_file) if cfg.splits_file else self.out / "splits.json"
+        if path.exists():
+            return Splits.from_json(path)
+        splits = make_splits(
+            dataset, k=cfg.folds, seed=cfg.split_seed, val_fraction=cfg.val_fraction
+        )
+        splits.to_json(path)
+        return splits
+
+    def _prepare(self, cases: list, label: str) -> SliceSet:
+        c = self.model.config
+        cache = Path(self.cfg.cache_dir) if self.cfg.cache_dir else self.out / "cache"
+        items = cases
+        if self.progress:
+            from rich.progress import track
+
+            items = track(cases, description=f"preparing {label} slices")
+        return SliceSet(
+            [
+                prepare_case_slices(x, c.slice_size, c.window, c.clahe_clip_limit, cache)
+                for x in items
+            ]
+        )
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        dataset = open_dataset(cfg.data)
+        fold = self._splits(dataset).fold(cfg.fold)
+        by_id = {c.case_id: c for c in dataset.cases}
+        missing = [i for i in (*fold.train, *fold.val) if i not in by_id]
+        if missing:
+            raise ConfigError(f"splits mention cases not in the dataset: {', '.join(missing[:5])}")
+        torch.manual_seed(cfg.seed)
+        overrides = {"fpn": cfg.fpn, **cfg.model_overrides}
+        self.model = build_model(cfg.model, cfg.preset, **overrides).to(self.device)
+        if not hasattr(self.model, "embed"):
+            raise ConfigError(f"model {cfg.model!r} is not a MUNet")
+        self.train_set = self._prepare([by_id[i] for i in fold.train], "train")
+        self.val_set = self._prepare([by_id[i] for i in fold.val], "val")
+        if not len(self.train_set):
+            raise ConfigError("the training split holds no slices")
+        self.weights = sampling_weights(self.train_set.labels, cfg.sampling, cfg.positive_fraction)
+        self.val_ids = self._val_ids()
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience
+        )
+        if (self.out / "last.pt").exists():
+            self.load_checkpoint(self.out / "last.pt")
+            self._truncate_log(self.step)
+        elif cfg.init_from:
+            self.init_weights(cfg.init_from)
+        cfg.save(self.out / "config.yaml")
+
+    def _val_ids(self) -> np.ndarray:
+        n = len(self.val_set)
+        rng = np.random.default_rng([self.cfg.seed, 104729])
+        if n <= self.cfg.val_slices:
+            return np.arange(n)
+        pos = rng.permutation(self.val_set.positive)
+        neg = rng.permutation(np.setdiff1d(np.arange(n), pos))
+        n_pos = min(pos.size, self.cfg.val_slices // 2)
+        return np.sort(np.concatenate([pos[:n_pos], neg[: self.cfg.val_slices - n_pos]]))
+
+    # ------------------------------------------------------------------ checkpoints
+    def elapsed_now(self) -> float:
+        t0 = getattr(self, "_t0", None)
+        return self.elapsed + (time.perf_counter() - t0 if t0 is not None else 0.0)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            **model_to_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": capture_rng_state(cuda=self.device.type == "cuda"),
+            "step": self.step,
+            "elapsed_seconds": self.elapsed_now(),
+            "best_val": self.best_val,
+            "validations_without_improvement": self.validations_without_improvement,
+            "smote_bank": {"x": self.bank_x.cpu(), "y": self.bank_y.cpu()},
+            "train_config": self.cfg.to_dict(),
+        }
+
+    def save_checkpoint(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = safe_torch_load(path, map_location=self.device)
+        needed = {"state_dict", "optimizer", "scheduler", "step", "best_val"}
+        if not isinstance(state, dict) or not needed <= set(state):
+            raise InputFileError(
+                f"{path}: not a MUNet training checkpoint (needs keys {', '.join(sorted(needed))}); "
+                "delete it or use another --out to start afresh"
+            )
+        try:
+            self.model.load_state_dict(state["state_dict"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.step = int(state["step"])
+            self.elapsed = float(state.get("elapsed_seconds", 0.0))
+            self.best_val = float(state["best_val"])
+            self.validations_without_improvement = int(state["validations_without_improvement"])
+            bank = state.get("smote_bank") or {}
+            self.bank_x = bank.get("x", torch.zeros(0)).cpu()
+            self.bank_y = bank.get("y", torch.zeros(0, dtype=torch.uint8)).cpu()
+            restore_rng_state(state["rng"])
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputFileError(f"{path}: cannot resume from this checkpoint: {first}") from None
+
+    def init_weights(self, path: str | Path) -> dict[str, int]:
+        """Warm start from every parameter of a checkpoint whose name and shape match."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--init {p}: file not found")
+        state = safe_torch_load(p)
+        source = state.get("state_dict") if isinstance(state, dict) else None
+        if not isinstance(source, dict):
+            raise ConfigError(f"--init {p}: not an ichseg checkpoint or weights file")
+        check_finite_state_dict(source, p)
+        own = self.model.state_dict()
+        matched = {
+            k: v.to(own[k].dtype)
+            for k, v in source.items()
+            if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape
+        }
+        if not matched:
+            raise ConfigError(f"--init {p}: no parameter matches this model")
+        self.model.load_state_dict(matched, strict=False)
+        return {"loaded": len(matched), "skipped": len(source) - len(matched)}
+
+    # ------------------------------------------------------------------ steps
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.cfg.seed, step, 17])
+        ids = rng.choice(len(self.train_set), size=self.cfg.batch_size, p=self.weights)
+        x, seg, lab = self.train_set.batch(ids)
+        flip = rng.random(len(ids)) < self.cfg.flip_prob
+        x[flip] = x[flip][..., ::-1]
+        seg[flip] = seg[flip][..., ::-1]
+        d = self.device
+        return (
+            torch.from_numpy(np.ascontiguousarray(x)).to(d),
+            torch.from_numpy(np.ascontiguousarray(seg)).to(d),
+            torch.from_numpy(lab.astype(np.float32)).to(d),
+        )
+
+    def _smote_extra(
+        self, emb: torch.Tensor, labels: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Update the embedding bank; SMOTE-balance it; the head's logits of (at most
+        ``smote_max_synthetic``) synthetic embeddings and their labels."""
+        cfg = self.cfg
+        new_x, new_y = emb.detach().cpu().float(), labels.detach().cpu().to(torch.uint8)
+        self.bank_x = torch.cat([self.bank_x.reshape(-1, new_x.shape[1]), new_x])[-cfg.smote_bank :]
+        self.bank_y = torch.cat([self.bank_y.reshape(-1, new_y.shape[1]), new_y])[-cfg.smote_bank :]
+        rng = np.random.default_rng([cfg.seed, step, 23])
+        n0 = self.bank_x.shape[0]
+        xs, ys = smote_balance(
+            self.bank_x.numpy(), self.bank_y.numpy(), cfg.smote_k, int(rng.integers(2**31))
+        )
+        xs, ys = xs[n0:], ys[n0:]
+        if xs.shape[0] == 0:
+            return None
+        if xs.shape[0] > cfg.smote_max_synthetic:
+            pick = rng.choice(xs.shape[0], size=cfg.smote_max_synthetic, replace=False)
+            xs, ys = xs[pick], ys[pick]
+        synth = torch.from_numpy(xs).to(self.device)
+        return self.model.classify(synth), torch.from_numpy(ys.astype(np.float32)).to(self.device)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimisation step on the batch of ``step`` (deterministic per step)."""
+        self.model.train()
+        torch.manual_seed(int(np.random.default_rng([self.cfg.seed, step, 29]).integers(2**31)))
+        x, seg, labels = self._batch(step)
+        out = self.model(x)
+        extra = self._smote_extra(out["embedding"], labels, step) if self.cfg.smote else None
+        losses = munet_loss(out, seg, labels, self.cfg, extra)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        self.optimizer.step()
+        return {
+            "loss": losses["total"].item(),
+            "focal": losses["focal"].item(),
+            "dice": losses["dice"].item(),
+            "smote_samples": float(0 if extra is None else extra[0].shape[0]),
+        }
+
+    @torch.no_grad()
+    def predict_set(self, slices: SliceSet, ids: np.ndarray, batch: int = 16) -> dict[str, Any]:
+        """Predicted labels, class probabilities and mean loss on the slices ``ids``."""
+        from ichseg.evaluation.classification import SegCounts
+
+        self.model.eval()
+        counts = SegCounts(self.model.config.num_seg_classes)
+        probs, truth, losses = [], [], []
+        for start in range(0, len(ids), batch):
+            x, seg, lab = slices.batch(ids[start : start + batch])
+            xt = torch.from_numpy(x).to(self.device)
+            st = torch.from_numpy(seg).to(self.device)
+            lt = torch.from_numpy(lab.astype(np.float32)).to(self.device)
+            out = self.model(xt)
+            losses.append(float(munet_loss(out, st, lt, self.cfg)["total"]) * len(x))
+            counts.update(out["seg_logits"].argmax(1).cpu().numpy(), seg)
+            probs.append(torch.sigmoid(out["cls_logits"]).cpu().numpy())
+            truth.append(lab)
+        return {
+            "counts": counts,
+            "probs": np.concatenate(probs),
+            "truth": np.concatenate(truth),
+            "loss": float(np.sum(losses) / max(len(ids), 1)),
+        }
+
+    def validate(self) -> dict[str, float]:
+        """``val_dice``: mean Dice over the subtypes present in the validation slices;
+        ``val_auc``: macro one-vs-rest AUC; ``val_f1``: macro F1 at 0.5; ``val_loss``."""
+        from ichseg.evaluation.classification import classification_metrics
+
+        r = self.predict_set(self.val_set, self.val_ids)
+        seg = r["counts"].scores()
+        present = [s for s in seg.values() if s["support_pixels"] > 0]
+        cls = classification_metrics(r["truth"], r["probs"])
+        return {
+            "val_loss": r["loss"],
+            "val_dice": float(np.mean([s["dice"] for s in present])) if present else float("nan"),
+            "val_auc": cls["macro"]["auc"],
+            "val_f1": cls["macro"]["f1"],
+        }
+
+    # ------------------------------------------------------------------ loop
+    def _truncate_log(self, step: int) -> None:
+        path = self.out / "log.csv"
+        if not path.exists():
+            return
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        keep = [r for r in rows if not r.get("step") or int(r["step"]) <= step]
+        if len(keep) == len(rows):
+            return
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows({k: r.get(k, "") for k in LOG_FIELDS} for r in keep)
+        os.replace(tmp, path)
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        path = self.out / "log.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+    def _validate_and_select(self) -> bool:
+        """Validate, step the LR schedule, keep ``best.pt``; True when patience ran out."""
+        val = self.validate() if len(self.val_ids) else {"val_dice": float("nan"), "val_loss": 0.0}
+        self.scheduler.step(val["val_loss"])
+        self._log(
+            {
+                "step": self.step,
+                "kind": "val",
+                **val,
+                "lr": self._lr(),
+                "seconds": round(self.elapsed_now(), 2),
+            }
+        )
+        score = val["val_dice"]
+        if score > self.best_val:
+            self.best_val = score
+            self.validations_without_improvement = 0
+            self.save_checkpoint(self.out / "best.pt")
+        else:
+            self.validations_without_improvement += 1
+        if not (self.out / "best.pt").exists():
+            self.save_checkpoint(self.out / "best.pt")
+        return bool(self.cfg.patience and self.validations_without_improvement >= self.cfg.patience)
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def run(self) -> dict[str, Any]:
+        """Train until ``max_steps``, ``max_minutes`` or early stopping; returns a summary."""
+        if not hasattr(self, "model"):
+            self.setup()
+        cfg = self.cfg
+        self._t0 = time.perf_counter()
+        limit = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training munet")
+        window: list[dict[str, float]] = []
+        stop_reason = "max_steps"
+        try:
+            while self.step < cfg.max_steps:
+                window.append(self.train_step(self.step))
+                self.step += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{window[-1]['loss']:.3f}")
+                timed_out = limit is not None and self.elapsed_now() >= limit
+                last = self.step == cfg.max_steps or timed_out
+                if self.step % cfg.log_every == 0 or last:
+                    mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                    self._log(
+                        {
+                            "step": self.step,
+                            "kind": "train",
+                            **mean,
+                            "lr": self._lr(),
+                            "seconds": round(self.elapsed_now(), 2),
+                        }
+                    )
+                    window = []
+                stop = False
+                if self.step % cfg.val_every == 0 or last:
+                    stop = self._validate_and_select()
+                if self.step % cfg.ckpt_every == 0 or last or stop:
+                    self.save_checkpoint(self.out / "last.pt")
+                if stop or timed_out:
+                    stop_reason = "patience" if stop else "max_minutes"
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        if not (self.out / "last.pt").exists():  # resumed at max_steps: nothing left to do
+            self.save_checkpoint(self.out / "last.pt")
+        return {
+            "steps": self.step,
+            "seconds": self.elapsed_now(),
+            "best_val_dice": self.best_val,
+            "stopped": stop_reason,
+            "out": str(self.out),
+        }
+
+
+def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
+    """Train one fold (see :class:`Trainer`)."""
+    return Trainer(cfg, progress=progress).run()
+
+
+def cross_validate(cfg: Config, folds: list[int] | None = None) -> list[dict[str, Any]]:
+    """One run per fold under ``<out>/fold<k>``, all sharing one splits file."""
+    base = Path(cfg.out)
+    splits_file = cfg.splits_file or str(base / "splits.json")
+    if not Path(splits_file).exists():
+        ds = open_dataset(cfg.data)
+        make_splits(ds, k=cfg.folds, seed=cfg.split_seed, val_fraction=cfg.val_fraction).to_json(
+            splits_file
+        )
+    results = []
+    for fold in folds if folds is not None else range(cfg.folds):
+        fold_cfg = Config.from_dict(
+            {
+                **cfg.to_dict(),
+                "fold": fold,
+                "out": str(base / f"fold{fold}"),
+                "splits_file": splits_file,
+            }
+        )
+        results.append({"fold": fold, **train(fold_cfg)})
+    return results
