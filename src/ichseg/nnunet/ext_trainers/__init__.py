@@ -1,0 +1,1 @@
+"""nnU-Net trainers shipped by ichseg; nnU-Net finds them through ``nnUNet_extTrainer``."""
