@@ -1,8 +1,15 @@
-"""Shared fixtures: tiny synthetic datasets written in the PhysioNet CT-ICH layout."""
+"""Shared fixtures: tiny synthetic datasets written in the PhysioNet CT-ICH layout; a runner
+of trainers under torchrun with two CPU ranks."""
 
 from __future__ import annotations
 
 import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +60,60 @@ def write_tiny_physionet(root: Path, n_cases: int = 6, shape=(48, 48, 12), seed:
 @pytest.fixture(scope="session")
 def tiny_physionet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_physionet(tmp_path_factory.mktemp("tiny_physionet"))
+
+
+#: run by torchrun: ``Config.from_dict(cfg)`` -> ``Trainer(cfg).run()``, then rank 0 prints
+#: ``RESULT [[rank, sum of the weights, steps], ...]`` of every rank
+TORCHRUN_RUNNER = textwrap.dedent(
+    """
+    import importlib, json, sys
+    import torch.distributed as dist
+
+    def attr(spec):
+        module, name = spec.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    config_cls, trainer_cls = attr(sys.argv[1]), attr(sys.argv[2])
+    tr = trainer_cls(config_cls.from_dict(json.loads(sys.argv[3])), progress=False)
+    tr.run()
+    total = sum(float(p.double().sum()) for p in tr.model.parameters())
+    out = [None] * tr.dist.world
+    dist.all_gather_object(out, (tr.dist.rank, total, tr.step))
+    if tr.dist.is_main:
+        print("RESULT " + json.dumps(out))
+    """
+)
+
+
+@pytest.fixture
+def torchrun_two_ranks(tmp_path: Path) -> Callable[[str, str, dict], list]:
+    """``run(config, trainer, cfg)``: train ``cfg`` with the classes ``config`` / ``trainer``
+    (``"module:Name"``) under ``torchrun --nproc_per_node=2`` on CPU (gloo); returns the
+    ``[rank, weight sum, steps]`` of each rank, after asserting that both ranks ran as many
+    steps and ended with the same weights."""
+
+    def run(config: str, trainer: str, cfg: dict) -> list:
+        script = tmp_path / "torchrun_runner.py"
+        script.write_text(TORCHRUN_RUNNER)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            config,
+            trainer,
+            json.dumps(cfg),
+        ]
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+        line = next(x for x in res.stdout.splitlines() if x.startswith("RESULT "))
+        ranks = json.loads(line[len("RESULT ") :])
+        assert sorted(r[0] for r in ranks) == [0, 1]
+        assert ranks[0][2] == ranks[1][2]
+        assert abs(ranks[0][1] - ranks[1][1]) < 1e-6 * max(1.0, abs(ranks[0][1]))  # same weights
+        return ranks
+
+    return run

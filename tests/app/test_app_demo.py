@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from models_tiny import TINY32 as TINY
 from PIL import Image
 
 from ichseg.app.demo import run_demo
@@ -13,18 +14,6 @@ from ichseg.errors import ConfigError
 from ichseg.interaction.session import SessionConfig
 from ichseg.models.registry import build_model, save_model
 from ichseg.visualize.overlay import overlay_size
-
-TINY = {
-    "slice_size": 32,
-    "vim_base": 4,
-    "sim_widths": [8, 8, 16, 16],
-    "sim_aspp_channels": 8,
-    "key_widths": [8, 8, 16],
-    "value_widths": [8, 8, 16],
-    "key_dim": 8,
-    "value_dim": 16,
-    "decoder_widths": [16, 8, 8],
-}
 
 
 def test_demo_runs_three_rounds(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from models_tiny import TINY32
 from typer.testing import CliRunner
 
 from ichseg.cli import app, register_commands
@@ -27,17 +28,6 @@ from ichseg.interaction.session import InteractiveSession, RoundResult
 from ichseg.io.volume import Intensity, IntensityKind, Volume, make_affine, reorient
 from ichseg.models.registry import build_model, save_model
 
-TINY = {
-    "slice_size": 32,
-    "vim_base": 4,
-    "sim_widths": [8, 8, 16, 16],
-    "sim_aspp_channels": 8,
-    "key_widths": [8, 8, 16],
-    "value_widths": [8, 8, 16],
-    "key_dim": 8,
-    "value_dim": 16,
-    "decoder_widths": [16, 8, 8],
-}
 RW = RandomWalkerConfig(margin_mm=8.0)
 SHAPE = (40, 40, 10)
 
@@ -120,7 +110,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
-    model = build_model("hpinet", "lite", **TINY)
+    model = build_model("hpinet", "lite", **TINY32)
     return save_model(model, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 

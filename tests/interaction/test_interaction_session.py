@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from models_tiny import TINY32 as TINY
 
 from ichseg.errors import ConfigError, PromptError
 from ichseg.interaction.hpinet_engine import HPINetEngine, HPINetEngineConfig
@@ -14,18 +15,6 @@ from ichseg.interaction.prompts import Click, Scribble
 from ichseg.interaction.session import InteractiveSession, SessionConfig, read_log, replay_events
 from ichseg.io.volume import Intensity, Volume, make_affine, reorient
 from ichseg.models.registry import build_model
-
-TINY = {
-    "slice_size": 32,
-    "vim_base": 4,
-    "sim_widths": [8, 8, 16, 16],
-    "sim_aspp_channels": 8,
-    "key_widths": [8, 8, 16],
-    "value_widths": [8, 8, 16],
-    "key_dim": 8,
-    "value_dim": 16,
-    "decoder_widths": [16, 8, 8],
-}
 
 
 def phantom(axcodes="LPS", depth=10):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from models_tiny import TINY32
 
 from ichseg.errors import GeometryError, InputFileError, PromptError
 from ichseg.interaction.engine import EngineOutput
@@ -21,18 +22,6 @@ from ichseg.interaction.session import (
 )
 from ichseg.io.volume import Volume, make_affine, reorient, to_canonical
 from ichseg.models.registry import build_model
-
-TINY = {
-    "slice_size": 32,
-    "vim_base": 4,
-    "sim_widths": [8, 8, 16, 16],
-    "sim_aspp_channels": 8,
-    "key_widths": [8, 8, 16],
-    "value_widths": [8, 8, 16],
-    "key_dim": 8,
-    "value_dim": 16,
-    "decoder_widths": [16, 8, 8],
-}
 
 
 def phantom(depth: int = 10) -> tuple[Volume, Volume]:
@@ -91,7 +80,7 @@ class SpyEngine:
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return build_model("hpinet", "lite", **TINY)
+    return build_model("hpinet", "lite", **TINY32)
 
 
 def test_round0_is_the_previous_result_of_round1():

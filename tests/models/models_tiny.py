@@ -25,6 +25,20 @@ TINY: dict = {
     "top_k": 5,
 }
 
+#: A tiny HPINet on 32x32 slices (lite preset otherwise), as the training, interaction and
+#: evaluation tests build it.
+TINY32: dict = {
+    "slice_size": 32,
+    "vim_base": 4,
+    "sim_widths": [8, 8, 16, 16],
+    "sim_aspp_channels": 8,
+    "key_widths": [8, 8, 16],
+    "value_widths": [8, 8, 16],
+    "key_dim": 8,
+    "value_dim": 16,
+    "decoder_widths": [16, 8, 8],
+}
+
 
 def tiny_model(seed: int = 0, **overrides: object) -> HPINet:
     """A tiny HPINet with deterministic initial weights."""

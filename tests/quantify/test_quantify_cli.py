@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models_tiny import TINY32 as TINY
 from quantify_data import N_VOXELS, VOLUME_ML, head_case
 from typer.testing import CliRunner
 
@@ -19,17 +20,6 @@ from ichseg.io.nifti import write_nifti
 from ichseg.io.volume import Volume, make_affine, to_canonical
 
 #: a few-thousand-parameter HPINet (as in the interaction tests)
-TINY = {
-    "slice_size": 32,
-    "vim_base": 4,
-    "sim_widths": [8, 8, 16, 16],
-    "sim_aspp_channels": 8,
-    "key_widths": [8, 8, 16],
-    "value_widths": [8, 8, 16],
-    "key_dim": 8,
-    "value_dim": 16,
-    "decoder_widths": [16, 8, 8],
-}
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -193,42 +189,10 @@ def test_cli_wrong_option_is_one_line_exit_2(tiny_physionet, tmp_path, capsys):
     assert "--max-minutes is not available for model 'hpinet'" in capsys.readouterr().err
 
 
-RUNNER = textwrap.dedent(
-    """
-    import json, sys
-    import torch.distributed as dist
-    from ichseg.training.automatic import AutomaticTrainer, Config
-
-    tr = AutomaticTrainer(Config.from_dict(json.loads(sys.argv[1])), progress=False)
-    tr.run()
-    total = sum(float(p.double().sum()) for p in tr.model.parameters())
-    out = [None] * tr.dist.world
-    dist.all_gather_object(out, (tr.dist.rank, total, tr.step))
-    if tr.dist.is_main:
-        print("RESULT " + json.dumps(out))
-    """
-)
-
-
 @pytest.mark.slow
-def test_torchrun_two_cpu_ranks_stay_in_sync(tiny_physionet, tmp_path):
-    script = tmp_path / "runner.py"
-    script.write_text(RUNNER)
+def test_torchrun_two_cpu_ranks_stay_in_sync(tiny_physionet, tmp_path, torchrun_two_ranks):
     cfg = tiny_cfg(tiny_physionet, tmp_path / "ddp", max_steps=2).to_dict()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(script),
-        json.dumps(cfg),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
-    line = next(x for x in res.stdout.splitlines() if x.startswith("RESULT "))
-    ranks = json.loads(line[len("RESULT ") :])
-    assert sorted(r[0] for r in ranks) == [0, 1] and all(r[2] == 2 for r in ranks)
-    assert abs(ranks[0][1] - ranks[1][1]) < 1e-6 * max(1.0, abs(ranks[0][1]))
+    auto = "ichseg.training.automatic"
+    ranks = torchrun_two_ranks(f"{auto}:Config", f"{auto}:AutomaticTrainer", cfg)
+    assert all(r[2] == 2 for r in ranks)
     assert (tmp_path / "ddp" / "last.pt").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from models_tiny import TINY32
 
 from ichseg.models.registry import build_model
 from ichseg.training.config import TrainConfig
@@ -21,18 +22,6 @@ from ichseg.training.iterative import (
 from ichseg.training.losses import hpinet_loss
 from ichseg.training.trainer import Trainer
 
-TINY = {
-    "slice_size": 32,
-    "vim_base": 4,
-    "sim_widths": [8, 8, 16, 16],
-    "sim_aspp_channels": 8,
-    "key_widths": [8, 8, 16],
-    "value_widths": [8, 8, 16],
-    "key_dim": 8,
-    "value_dim": 16,
-    "decoder_widths": [16, 8, 8],
-}
-
 
 def tiny_case(depth: int = 8) -> PreparedCase:
     zz, yy, xx = np.meshgrid(np.arange(depth), np.arange(32), np.arange(32), indexing="ij")
@@ -46,7 +35,7 @@ def tiny_case(depth: int = 8) -> PreparedCase:
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return build_model("hpinet", "lite", **TINY, new_prompt_channel=True, hint_sigma_px=1.5)
+    return build_model("hpinet", "lite", **TINY32, new_prompt_channel=True, hint_sigma_px=1.5)
 
 
 def test_rounds_accumulate_prompts_and_feed_the_previous_prediction(model):
@@ -127,9 +116,9 @@ def test_new_prompt_channel_starts_as_a_no_op_after_a_widened_warm_start(tmp_pat
     from ichseg.training.trainer import _widen_input_channels
 
     torch.manual_seed(0)
-    old = build_model("hpinet", "lite", **TINY)
+    old = build_model("hpinet", "lite", **TINY32)
     torch.manual_seed(1)
-    new = build_model("hpinet", "lite", **TINY, new_prompt_channel=True)
+    new = build_model("hpinet", "lite", **TINY32, new_prompt_channel=True)
     own = new.state_dict()
     merged = {}
     for key, value in old.state_dict().items():
@@ -162,7 +151,7 @@ def test_trainer_runs_iterative_steps_with_interactive_validation(tiny_physionet
         dict(
             data=str(tiny_physionet),
             out=str(tmp_path / "run"),
-            model_overrides={**TINY, "new_prompt_channel": True, "hint_sigma_px": 1.0},
+            model_overrides={**TINY32, "new_prompt_channel": True, "hint_sigma_px": 1.0},
             lr=1e-3,
             max_steps=3,
             val_every=3,

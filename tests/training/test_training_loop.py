@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from models_tiny import TINY32 as TINY
 from typer.testing import CliRunner
 
 from ichseg.cli import app, register_commands
@@ -22,18 +23,6 @@ from ichseg.training.data import (
 )
 from ichseg.training.losses import LossWeights, hpinet_loss, soft_dice_loss
 from ichseg.training.trainer import Trainer
-
-TINY = {
-    "slice_size": 32,
-    "vim_base": 4,
-    "sim_widths": [8, 8, 16, 16],
-    "sim_aspp_channels": 8,
-    "key_widths": [8, 8, 16],
-    "value_widths": [8, 8, 16],
-    "key_dim": 8,
-    "value_dim": 16,
-    "decoder_widths": [16, 8, 8],
-}
 
 
 def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:

@@ -455,24 +455,15 @@ class RandomWalkerEngine:
             seeds, data_l = full.astype(np.int32), data
         timings["seeds"] = time.perf_counter() - t
 
+        prob = self._walk_full_resolution(data_l, seeds, scan, data.shape, d, timings)
         t = time.perf_counter()
-        prob_l = self._walk(data_l, seeds, scan.spacing_zyx, timings)
-        timings["random_walker"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        if d > 1:
-            prob = ndi.zoom(prob_l, (1, d, d), order=1, mode="nearest", grid_mode=True)
-            prob = prob[:, : data.shape[1], : data.shape[2]]
-        else:
-            prob = prob_l
-        prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
         keep = full != 0  # seeded at full resolution: the initial mask / the user's label
         prob[keep] = (full[keep] == POSITIVE_SEED).astype(np.float32)
         prob[oor | outside] = 0.0
         prob[user == POSITIVE_SEED] = 1.0
         prob[user == BACKGROUND_SEED] = 0.0
         out[roi] = prob
-        timings["upsample"] = time.perf_counter() - t
+        timings["upsample"] += time.perf_counter() - t
         return out, roi
 
     def user_labels(self, prompts: Sequence[Prompt]) -> dict[int, np.ndarray]:
@@ -577,25 +568,40 @@ class RandomWalkerEngine:
             seeds[seeds == INACTIVE] = BACKGROUND_SEED
         timings["seeds"] = time.perf_counter() - t
 
+        prob = self._walk_full_resolution(data_l, seeds, scan, data.shape, d, timings)
         t = time.perf_counter()
-        prob_l = self._walk(data_l, seeds, scan.spacing_zyx, timings)
-        timings["random_walker"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        if d > 1:
-            prob = ndi.zoom(prob_l, (1, d, d), order=1, mode="nearest", grid_mode=True)
-            prob = prob[:, : data.shape[1], : data.shape[2]]
-        else:
-            prob = prob_l
-        prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
         if oor is not None:
             prob[oor] = 0.0
         prob[outside] = 0.0
         prob[user == POSITIVE_SEED] = 1.0
         prob[user == BACKGROUND_SEED] = 0.0
         out[roi] = prob
-        timings["upsample"] = time.perf_counter() - t
+        timings["upsample"] += time.perf_counter() - t
         return out, roi
+
+    def _walk_full_resolution(
+        self,
+        data_l: np.ndarray,
+        seeds: np.ndarray,
+        scan: _Scan,
+        shape: tuple[int, ...],
+        d: int,
+        timings: dict[str, float],
+    ) -> np.ndarray:
+        """Random walker on the (in-plane ``d``-times reduced) ROI, then back to the ROI's
+        ``shape`` at full resolution (linear), clipped to [0, 1] as float32."""
+        t = time.perf_counter()
+        prob_l = self._walk(data_l, seeds, scan.spacing_zyx, timings)
+        timings["random_walker"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if d > 1:
+            prob = ndi.zoom(prob_l, (1, d, d), order=1, mode="nearest", grid_mode=True)
+            prob = prob[:, : shape[1], : shape[2]]
+        else:
+            prob = prob_l
+        prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
+        timings["upsample"] = time.perf_counter() - t  # the caller adds its pasting
+        return prob
 
     def _walk(
         self,

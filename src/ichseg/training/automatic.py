@@ -33,40 +33,31 @@ The HemSeg-200 recipe (reference notes §7), on ichseg's splits, checkpoints and
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import hashlib
 import json
 import math
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from ichseg.data.dataset import Case, open_dataset
-from ichseg.data.splits import Splits, make_splits
+from ichseg.data.splits import make_splits
 from ichseg.errors import ConfigError, EmptyMaskError, InputFileError
 from ichseg.io.volume import Intensity, Volume
-from ichseg.models.registry import (
-    build_model,
-    check_finite_state_dict,
-    model_to_state,
-    safe_torch_load,
-)
+from ichseg.models.registry import build_model
 from ichseg.preprocess.hemseg import HemSegConfig, foreground_intensity_stats, hemseg_preprocess
-from ichseg.training.trainer import (
-    capture_rng_state,
+from ichseg.training.common import (
+    FoldConfig,
+    RunBase,
     dice_score,
-    init_distributed,
-    resolve_device,
-    restore_rng_state,
+    read_training_checkpoint,
+    resume_errors,
 )
 
 LOG_FIELDS = ("step", "kind", "loss", "val_dice", "lr", "seconds")
@@ -74,19 +65,12 @@ CACHE_VERSION = 1
 
 
 @dataclass
-class Config:
+class Config(FoldConfig):
     """Training options of an automatic baseline; saved beside the run as ``config.yaml``."""
 
-    data: str = ""  #: dataset folder (any layout :func:`ichseg.data.open_dataset` knows)
+    #: the fields of :class:`FoldConfig` first (data, out, model, ... splits_file)
     out: str = "runs/unet-lite"
     model: str = "unet"
-    preset: str = "lite"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    fold: int = 0
-    folds: int = 5
-    split_seed: int = 0
-    val_fraction: float = 0.2
-    splits_file: str | None = None  #: reuse a splits JSON (default: ``<out>/splits.json``)
     min_hemorrhage_slices: int = 1  #: HemSeg-200 has only hemorrhage scans; 0 keeps all
     max_steps: int = 2000
     max_minutes: float | None = None  #: wall-clock training budget (None: no limit)
@@ -151,37 +135,6 @@ class Config:
             cases = self.batch_cases or (4 if self.model == "unet" else 2)
             return cases, self.crops_per_case or 4
         return self.batch_cases or 2, self.crops_per_case or 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Config:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"training config: {exc}") from None
-
-    def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return p
-
-    @classmethod
-    def load(cls, path: str | Path) -> Config:
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{p}: cannot read training config ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: a training config must be a YAML mapping")
-        return cls.from_dict(data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,25 +271,10 @@ def draw_batch(
 # --------------------------------------------------------------------------------------------
 # trainer
 # --------------------------------------------------------------------------------------------
-class AutomaticTrainer:
+class AutomaticTrainer(RunBase):
     """Train one automatic baseline on one fold (see module docstring)."""
 
-    def __init__(self, cfg: Config, progress: bool = True) -> None:
-        cfg.validate()
-        self.cfg = cfg
-        self.progress = progress
-        self.out = Path(cfg.out)
-        self.dist = init_distributed()
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
-        self.device = resolve_device(cfg.device)
-        if self.dist.world > 1 and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
-        self.step = 0
-        self.elapsed = 0.0
-        self.best_val = -math.inf
-        self.validations_without_improvement = 0
-        self.history: list[dict[str, Any]] = []
+    log_fields = LOG_FIELDS
 
     # ------------------------------------------------------------------ set-up
     def _open_dataset(self):  # type: ignore[no-untyped-def]
@@ -344,18 +282,6 @@ class AutomaticTrainer:
         if self.cfg.min_hemorrhage_slices > 0:
             dataset = dataset.filter_min_hemorrhage_slices(self.cfg.min_hemorrhage_slices)
         return dataset
-
-    def _splits(self, dataset) -> Splits:  # type: ignore[no-untyped-def]
-        cfg = self.cfg
-        path = Path(cfg.splits_file) if cfg.splits_file else self.out / "splits.json"
-        if path.exists():
-            return Splits.from_json(path)
-        splits = make_splits(
-            dataset, k=cfg.folds, seed=cfg.split_seed, val_fraction=cfg.val_fraction
-        )
-        if self.dist.is_main:
-            splits.to_json(path)
-        return splits
 
     def _prepare(self, cases: list[Case], label: str) -> list[ResampledCase]:
         spacing = tuple(float(s) for s in self.model_cfg["target_spacing"])
@@ -396,10 +322,7 @@ class AutomaticTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         dataset = self._open_dataset()
         fold = self._splits(dataset).fold(cfg.fold)
-        by_id = {c.case_id: c for c in dataset.cases}
-        missing = [i for i in (*fold.train, *fold.val) if i not in by_id]
-        if missing:
-            raise ConfigError(f"splits mention cases not in the dataset: {', '.join(missing[:5])}")
+        by_id = self._cases_by_id(dataset, (*fold.train, *fold.val))
         self.model_cfg = preset_config(cfg.model, cfg.preset, **cfg.model_overrides)
         self.train_cases = self._prepare([by_id[i] for i in fold.train], "train")
         if not self.train_cases:
@@ -429,94 +352,31 @@ class AutomaticTrainer:
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
             )
-        if (self.out / "last.pt").exists():
-            self.load_checkpoint(self.out / "last.pt")
-            if self.dist.is_main:
-                self._truncate_log(self.step)
-        elif cfg.init_from:
-            self.init_weights(cfg.init_from)
-        if self.dist.is_main:
-            cfg.save(self.out / "config.yaml")
+        self._resume_or_init()
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
-        return {
-            **model_to_state(self.model),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": capture_rng_state(cuda=self.device.type == "cuda"),
-            "step": self.step,
-            "elapsed_seconds": self.elapsed_now(),
-            "best_val": self.best_val,
-            "validations_without_improvement": self.validations_without_improvement,
-            "train_config": self.cfg.to_dict(),
-        }
-
-    def save_checkpoint(self, path: Path) -> None:
-        if not self.dist.is_main:
-            return
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        return self._run_state({"optimizer": self.optimizer, "scheduler": self.scheduler})
 
     def load_checkpoint(self, path: Path) -> None:
         """Resume from ``path`` (weights-only); a foreign or unsafe file raises
         :class:`InputFileError`."""
-        state = safe_torch_load(path, map_location=self.device)
         needed = {"model", "state_dict", "optimizer", "scheduler", "step", "best_val"}
-        if not isinstance(state, dict) or not needed <= set(state):
-            raise InputFileError(
-                f"{path}: not an ichseg automatic-training checkpoint (needs keys "
-                f"{', '.join(sorted(needed))}); delete it or use another --out to start afresh"
-            )
+        state = read_training_checkpoint(
+            path, self.device, needed, "an ichseg automatic-training checkpoint"
+        )
         if state["model"] != self.cfg.model:
             raise InputFileError(
                 f"{path}: a {state['model']} checkpoint, but this run trains {self.cfg.model}"
             )
-        try:
-            self.model.load_state_dict(state["state_dict"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.step = int(state["step"])
-            self.elapsed = float(state.get("elapsed_seconds", 0.0))
-            self.best_val = float(state["best_val"])
-            self.validations_without_improvement = int(
-                state.get("validations_without_improvement", 0)
+        with resume_errors(path):
+            self._restore_run_state(
+                state, {"optimizer": self.optimizer, "scheduler": self.scheduler}
             )
-            if state.get("rng") is not None:
-                restore_rng_state(state["rng"])
-        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InputFileError(f"{path}: cannot resume from this checkpoint: {first}") from None
 
     def init_weights(self, path: str | Path) -> dict[str, int]:
         """Warm start from every parameter of ``path`` whose name and shape match."""
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"--init {p}: file not found")
-        state = safe_torch_load(p)
-        source = state.get("state_dict") if isinstance(state, dict) else None
-        if not isinstance(source, dict):
-            raise ConfigError(f"--init {p}: not an ichseg checkpoint or weights file")
-        check_finite_state_dict(source, p)
-        own = self.model.state_dict()
-        matched = {
-            k: v.to(own[k].dtype)
-            for k, v in source.items()
-            if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) == tuple(own[k].shape)
-        }
-        if not matched:
-            raise ConfigError(f"--init {p}: no parameter matches this {self.cfg.model} model")
-        self.model.load_state_dict(matched, strict=False)
-        facts = {"loaded": len(matched), "skipped": len(source) - len(matched)}
-        facts["new"] = len(own) - len(matched)
-        if self.dist.is_main:
-            (self.out / "init.json").write_text(json.dumps({"init_from": str(p), **facts}))
-        return facts
-
-    def elapsed_now(self) -> float:
-        start = getattr(self, "_t0", None)
-        return self.elapsed + (time.perf_counter() - start if start is not None else 0.0)
+        return self._warm_start(path, f"{self.cfg.model} model")
 
     # ------------------------------------------------------------------ steps
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -579,43 +439,6 @@ class AutomaticTrainer:
         return {"val_dice": float(np.mean(scores)) if scores else float("nan")}
 
     # ------------------------------------------------------------------ loop
-    def _truncate_log(self, step: int) -> None:
-        path = self.out / "log.csv"
-        if not path.exists():
-            return
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        keep = [r for r in rows if not r.get("step") or int(r["step"]) <= step]
-        if len(keep) == len(rows):
-            return
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows({k: r.get(k, "") for k in LOG_FIELDS} for r in keep)
-        os.replace(tmp, path)
-
-    def _log(self, row: dict[str, Any]) -> None:
-        self.history.append(row)
-        if not self.dist.is_main:
-            return
-        path = self.out / "log.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: row.get(k, "") for k in LOG_FIELDS})
-
-    def _steps(self) -> Iterator[int]:
-        start, end = self.step, self.cfg.max_steps
-        if self.progress and self.dist.is_main:
-            from tqdm import tqdm
-
-            yield from tqdm(range(start, end), initial=start, total=end, desc=self.cfg.model)
-        else:
-            yield from range(start, end)
-
     def _out_of_time(self) -> bool:
         """``max_minutes`` reached (agreed by all ranks under DDP)."""
         if self.cfg.max_minutes is None:
@@ -629,17 +452,24 @@ class AutomaticTrainer:
             flag = bool(t.item() > 0)
         return flag
 
+    def _log_train(self, losses: list[float]) -> None:
+        """One ``train`` row: the mean loss of the steps since the last one."""
+        self._log(
+            {
+                "step": self.step,
+                "kind": "train",
+                "loss": float(np.mean(losses)),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": round(self.elapsed_now(), 2),
+            }
+        )
+
     def _validate_and_select(self) -> None:
         val = self.validate() if self.val_cases else {"val_dice": float("nan")}
         self._log(
             {"step": self.step, "kind": "val", **val, "seconds": round(self.elapsed_now(), 2)}
         )
-        if val["val_dice"] > self.best_val:
-            self.best_val = val["val_dice"]
-            self.validations_without_improvement = 0
-            self.save_checkpoint(self.out / "best.pt")
-        else:
-            self.validations_without_improvement += 1
+        self._select(val["val_dice"])
 
     def run(self) -> dict[str, Any]:
         """Train until ``max_steps``, early stopping or ``max_minutes``; returns a summary."""
@@ -649,22 +479,14 @@ class AutomaticTrainer:
         t0 = self._t0 = time.perf_counter()
         window: list[float] = []
         stopped, last_val = "", -1
-        for step in self._steps():
+        for step in self._steps(cfg.model):
             if self._out_of_time():
                 stopped = "max_minutes"
                 break
             window.append(self.train_step(step))
             self.step = step + 1
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                self._log(
-                    {
-                        "step": self.step,
-                        "kind": "train",
-                        "loss": float(np.mean(window)),
-                        "lr": self.optimizer.param_groups[0]["lr"],
-                        "seconds": round(self.elapsed_now(), 2),
-                    }
-                )
+                self._log_train(window)
                 window = []
             if self.step % cfg.val_every == 0 or self.step == cfg.max_steps:
                 self._validate_and_select()
@@ -677,15 +499,7 @@ class AutomaticTrainer:
                 break
         if stopped == "max_minutes" or (self.step < cfg.max_steps and not stopped):
             if window:
-                self._log(
-                    {
-                        "step": self.step,
-                        "kind": "train",
-                        "loss": float(np.mean(window)),
-                        "lr": self.optimizer.param_groups[0]["lr"],
-                        "seconds": round(self.elapsed_now(), 2),
-                    }
-                )
+                self._log_train(window)
             if last_val != self.step and self.step > 0:
                 self._validate_and_select()
             self.save_checkpoint(self.out / "last.pt")

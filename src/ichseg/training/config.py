@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from ichseg.errors import ConfigError
 from ichseg.options import config_from_options
+from ichseg.training.common import FoldConfig
 from ichseg.training.data import SamplerConfig
 from ichseg.training.iterative import IterativeConfig
 from ichseg.training.losses import LossWeights
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs; stored next to its checkpoints as ``config.yaml``."""
+class TrainConfig(FoldConfig):
+    """Everything a training run needs; stored next to its checkpoints as ``config.yaml``
+    (``to_dict`` / ``from_dict`` / ``save`` / ``load`` from :class:`YamlConfig`)."""
 
-    data: str = ""  #: dataset folder (any layout :func:`ichseg.data.open_dataset` knows)
+    #: the fields of :class:`FoldConfig` first (data, out, model, ... splits_file)
     out: str = "runs/hpinet-lite"
     model: str = "hpinet"
-    preset: str = "lite"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    fold: int = 0
-    folds: int = 5
-    split_seed: int = 0
-    val_fraction: float = 0.2
-    splits_file: str | None = None  #: reuse a splits JSON (default: ``<out>/splits.json``)
     min_hemorrhage_slices: int = 1  #: the paper's filter, counted on the whole scan
     window: str = "brain"
     max_steps: int = 2000
@@ -62,16 +53,8 @@ class TrainConfig:
         if self.max_steps < 1 or self.lr <= 0:
             raise ConfigError("max_steps must be >= 1 and lr > 0")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        data = dict(data)
+    def _nested(cls, data: dict[str, Any]) -> dict[str, Any]:
         if isinstance(data.get("loss"), dict):
             data["loss"] = LossWeights(**data["loss"])
         elif isinstance(data.get("loss"), str):
@@ -80,21 +63,4 @@ class TrainConfig:
             data["sampler"] = config_from_options(SamplerConfig, data["sampler"], "sampler")
         if isinstance(data.get("iterative"), dict):
             data["iterative"] = config_from_options(IterativeConfig, data["iterative"], "iterative")
-        return cls(**data)
-
-    def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return p
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{p}: cannot read training config ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: a training config must be a YAML mapping")
-        return cls.from_dict(data)
+        return data

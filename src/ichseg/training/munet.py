@@ -22,19 +22,14 @@ Protocol shared with ``ichseg train`` (``--model munet``): :class:`Config` (YAML
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from ichseg.data.dataset import open_dataset
 from ichseg.data.slices import (
@@ -44,15 +39,15 @@ from ichseg.data.slices import (
     label_combination_keys,
     prepare_case_slices,
 )
-from ichseg.data.splits import Splits, make_splits
-from ichseg.errors import ConfigError, InputFileError
-from ichseg.models.registry import (
-    build_model,
-    check_finite_state_dict,
-    model_to_state,
-    safe_torch_load,
+from ichseg.data.splits import make_splits
+from ichseg.errors import ConfigError
+from ichseg.models.registry import build_model
+from ichseg.training.common import (
+    RunBase,
+    YamlConfig,
+    read_training_checkpoint,
+    resume_errors,
 )
-from ichseg.training.trainer import capture_rng_state, resolve_device, restore_rng_state
 
 LOG_FIELDS = (
     "step",
@@ -72,8 +67,10 @@ SAMPLING = ("uniform", "class_weighted")
 
 
 @dataclass
-class Config:
+class Config(YamlConfig):
     """A MUNet training run; stored next to its checkpoints as ``config.yaml``."""
+
+    config_label: ClassVar[str] = "MUNet training"
 
     data: str = ""  #: dataset folder (subtype masks, or binary masks + the per-slice CSV)
     out: str = "runs/munet-lite"
@@ -134,37 +131,6 @@ class Config:
             raise ConfigError("max_minutes must be > 0")
         if "fpn" in self.model_overrides and bool(self.model_overrides["fpn"]) != self.fpn:
             raise ConfigError("fpn is set both in model_overrides and as fpn: keep one")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Config:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown MUNet training option(s): {', '.join(unknown)}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"MUNet training config: {exc}") from None
-
-    def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return p
-
-    @classmethod
-    def load(cls, path: str | Path) -> Config:
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{p}: cannot read training config ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: a training config must be a YAML mapping")
-        return cls.from_dict(data)
 
 
 # ------------------------------------------------------------------------------------ losses
@@ -254,31 +220,16 @@ def sampling_weights(labels: np.ndarray, mode: str, positive_fraction: float | N
 
 
 # ------------------------------------------------------------------------------------ trainer
-class Trainer:
+class Trainer(RunBase):
     """Train MUNet on one fold (see module docstring)."""
 
+    log_fields = LOG_FIELDS
+    distributed = False  # one process
+
     def __init__(self, cfg: Config, progress: bool = True) -> None:
-        cfg.validate()
-        self.cfg, self.progress, self.out = cfg, progress, Path(cfg.out)
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
-        self.device = resolve_device(cfg.device)
-        self.step, self.elapsed, self.best_val = 0, 0.0, -math.inf
-        self.validations_without_improvement = 0
-        self.history: list[dict[str, Any]] = []
+        super().__init__(cfg, progress)
         self.bank_x = torch.zeros(0)
         self.bank_y = torch.zeros(0, dtype=torch.uint8)
-
-    def _splits(self, dataset: Any) -> Splits:
-        cfg = self.cfg
-        path = Path(cfg.splits_file) if cfg.splits_file else self.out / "splits.json"
-        if path.exists():
-            return Splits.from_json(path)
-        splits = make_splits(
-            dataset, k=cfg.folds, seed=cfg.split_seed, val_fraction=cfg.val_fraction
-        )
-        splits.to_json(path)
-        return splits
 
     def _prepare(self, cases: list, label: str) -> SliceSet:
         c = self.model.config
@@ -300,10 +251,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         dataset = open_dataset(cfg.data)
         fold = self._splits(dataset).fold(cfg.fold)
-        by_id = {c.case_id: c for c in dataset.cases}
-        missing = [i for i in (*fold.train, *fold.val) if i not in by_id]
-        if missing:
-            raise ConfigError(f"splits mention cases not in the dataset: {', '.join(missing[:5])}")
+        by_id = self._cases_by_id(dataset, (*fold.train, *fold.val))
         torch.manual_seed(cfg.seed)
         overrides = {"fpn": cfg.fpn, **cfg.model_overrides}
         self.model = build_model(cfg.model, cfg.preset, **overrides).to(self.device)
@@ -321,12 +269,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience
         )
-        if (self.out / "last.pt").exists():
-            self.load_checkpoint(self.out / "last.pt")
-            self._truncate_log(self.step)
-        elif cfg.init_from:
-            self.init_weights(cfg.init_from)
-        cfg.save(self.out / "config.yaml")
+        self._resume_or_init()
 
     def _val_ids(self) -> np.ndarray:
         n = len(self.val_set)
@@ -339,73 +282,27 @@ class Trainer:
         return np.sort(np.concatenate([pos[:n_pos], neg[: self.cfg.val_slices - n_pos]]))
 
     # ------------------------------------------------------------------ checkpoints
-    def elapsed_now(self) -> float:
-        t0 = getattr(self, "_t0", None)
-        return self.elapsed + (time.perf_counter() - t0 if t0 is not None else 0.0)
-
     def state(self) -> dict[str, Any]:
-        return {
-            **model_to_state(self.model),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": capture_rng_state(cuda=self.device.type == "cuda"),
-            "step": self.step,
-            "elapsed_seconds": self.elapsed_now(),
-            "best_val": self.best_val,
-            "validations_without_improvement": self.validations_without_improvement,
-            "smote_bank": {"x": self.bank_x.cpu(), "y": self.bank_y.cpu()},
-            "train_config": self.cfg.to_dict(),
-        }
-
-    def save_checkpoint(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        return self._run_state(
+            {"optimizer": self.optimizer, "scheduler": self.scheduler},
+            extra={"smote_bank": {"x": self.bank_x.cpu(), "y": self.bank_y.cpu()}},
+        )
 
     def load_checkpoint(self, path: Path) -> None:
-        state = safe_torch_load(path, map_location=self.device)
         needed = {"state_dict", "optimizer", "scheduler", "step", "best_val"}
-        if not isinstance(state, dict) or not needed <= set(state):
-            raise InputFileError(
-                f"{path}: not a MUNet training checkpoint (needs keys {', '.join(sorted(needed))}); "
-                "delete it or use another --out to start afresh"
+        state = read_training_checkpoint(path, self.device, needed, "a MUNet training checkpoint")
+        with resume_errors(path):
+            self._restore_run_state(
+                state, {"optimizer": self.optimizer, "scheduler": self.scheduler}, strict=True
             )
-        try:
-            self.model.load_state_dict(state["state_dict"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.step = int(state["step"])
-            self.elapsed = float(state.get("elapsed_seconds", 0.0))
-            self.best_val = float(state["best_val"])
-            self.validations_without_improvement = int(state["validations_without_improvement"])
             bank = state.get("smote_bank") or {}
             self.bank_x = bank.get("x", torch.zeros(0)).cpu()
             self.bank_y = bank.get("y", torch.zeros(0, dtype=torch.uint8)).cpu()
-            restore_rng_state(state["rng"])
-        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InputFileError(f"{path}: cannot resume from this checkpoint: {first}") from None
 
     def init_weights(self, path: str | Path) -> dict[str, int]:
         """Warm start from every parameter of a checkpoint whose name and shape match."""
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"--init {p}: file not found")
-        state = safe_torch_load(p)
-        source = state.get("state_dict") if isinstance(state, dict) else None
-        if not isinstance(source, dict):
-            raise ConfigError(f"--init {p}: not an ichseg checkpoint or weights file")
-        check_finite_state_dict(source, p)
-        own = self.model.state_dict()
-        matched = {
-            k: v.to(own[k].dtype)
-            for k, v in source.items()
-            if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape
-        }
-        if not matched:
-            raise ConfigError(f"--init {p}: no parameter matches this model")
-        self.model.load_state_dict(matched, strict=False)
-        return {"loaded": len(matched), "skipped": len(source) - len(matched)}
+        facts = self._warm_start(path, "model", record=False)
+        return {"loaded": facts["loaded"], "skipped": facts["skipped"]}
 
     # ------------------------------------------------------------------ steps
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -505,32 +402,6 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------ loop
-    def _truncate_log(self, step: int) -> None:
-        path = self.out / "log.csv"
-        if not path.exists():
-            return
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        keep = [r for r in rows if not r.get("step") or int(r["step"]) <= step]
-        if len(keep) == len(rows):
-            return
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows({k: r.get(k, "") for k in LOG_FIELDS} for r in keep)
-        os.replace(tmp, path)
-
-    def _log(self, row: dict[str, Any]) -> None:
-        self.history.append(row)
-        path = self.out / "log.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
-
     def _validate_and_select(self) -> bool:
         """Validate, step the LR schedule, keep ``best.pt``; True when patience ran out."""
         val = self.validate() if len(self.val_ids) else {"val_dice": float("nan"), "val_loss": 0.0}
@@ -544,13 +415,7 @@ class Trainer:
                 "seconds": round(self.elapsed_now(), 2),
             }
         )
-        score = val["val_dice"]
-        if score > self.best_val:
-            self.best_val = score
-            self.validations_without_improvement = 0
-            self.save_checkpoint(self.out / "best.pt")
-        else:
-            self.validations_without_improvement += 1
+        self._select(val["val_dice"])
         if not (self.out / "best.pt").exists():
             self.save_checkpoint(self.out / "best.pt")
         return bool(self.cfg.patience and self.validations_without_improvement >= self.cfg.patience)

@@ -20,15 +20,10 @@ from types import ModuleType
 from typing import Any
 
 from ichseg.errors import ConfigError
+from ichseg.models.monai_nets import MONAI_MODELS
 
-AUTOMATIC_MODELS: tuple[str, ...] = (
-    "unet",
-    "vnet",
-    "segresnet",
-    "attention_unet",
-    "unetr",
-    "swin_unetr",
-)
+#: models trained by :mod:`ichseg.training.automatic` (the MONAI baselines)
+AUTOMATIC_MODELS: tuple[str, ...] = MONAI_MODELS
 #: model name -> trainer module (anything not listed: :data:`DEFAULT_TRAINER`)
 TRAINERS: dict[str, str] = {
     **dict.fromkeys(AUTOMATIC_MODELS, "ichseg.training.automatic"),

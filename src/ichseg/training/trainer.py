@@ -16,14 +16,7 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
-import math
-import os
-import random
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +25,19 @@ import torch
 from torch import nn
 
 from ichseg.data.dataset import open_dataset
-from ichseg.data.splits import Splits, make_splits
-from ichseg.errors import ConfigError, EmptyMaskError, InputFileError
-from ichseg.models.registry import (
-    build_model,
-    check_finite_state_dict,
-    model_to_state,
-    safe_torch_load,
+from ichseg.data.splits import make_splits
+from ichseg.errors import ConfigError, EmptyMaskError
+from ichseg.models.registry import build_model
+from ichseg.training.common import (
+    DistInfo,
+    RunBase,
+    capture_rng_state,
+    dice_score,
+    init_distributed,
+    read_training_checkpoint,
+    resolve_device,
+    restore_rng_state,
+    resume_errors,
 )
 from ichseg.training.config import TrainConfig
 from ichseg.training.data import (
@@ -64,121 +63,27 @@ LOG_FIELDS = (
     "lr",
     "seconds",
 )
+#: moved to :mod:`ichseg.training.common`; still importable from here
+__all__ = [
+    "LOG_FIELDS",
+    "DistInfo",
+    "Trainer",
+    "capture_rng_state",
+    "cross_validate",
+    "dice_score",
+    "init_distributed",
+    "resolve_device",
+    "restore_rng_state",
+    "train",
+]
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def dice_score(pred: torch.Tensor, gt: torch.Tensor) -> float:
-    """Hard Dice; both empty counts as 1 (see :mod:`ichseg.evaluation.metrics`)."""
-    p, g = pred.bool(), gt.bool()
-    denom = int(p.sum()) + int(g.sum())
-    return 1.0 if denom == 0 else 2.0 * int((p & g).sum()) / denom
-
-
-def capture_rng_state(cuda: bool = False) -> dict[str, Any]:
-    """Global torch (and CUDA when ``cuda``), numpy and python ``random`` states as tensors,
-    lists, ints, floats and strings only, so that ``torch.load(weights_only=True)`` reads them."""
-    np_state = np.random.get_state(legacy=False)
-    py_version, py_internal, py_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": list(torch.cuda.get_rng_state_all()) if cuda else [],
-        "numpy": {
-            "bit_generator": str(np_state["bit_generator"]),
-            "key": [int(v) for v in np_state["state"]["key"]],
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "python": [int(py_version), [int(v) for v in py_internal], py_gauss],
-    }
-
-
-def restore_rng_state(rng: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state` (CUDA states only when this process has as many
-    devices as were saved)."""
-    torch.set_rng_state(rng["torch"].cpu().to(torch.uint8))
-    cuda_states = list(rng.get("cuda") or [])
-    if cuda_states and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda_states):
-        torch.cuda.set_rng_state_all([t.cpu().to(torch.uint8) for t in cuda_states])
-    npr = rng["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": str(npr["bit_generator"]),
-            "state": {"key": np.asarray(npr["key"], dtype=np.uint32), "pos": int(npr["pos"])},
-            "has_gauss": int(npr["has_gauss"]),
-            "gauss": float(npr["gauss"]),
-        }
-    )
-    version, internal, gauss = rng["python"]
-    random.setstate((int(version), tuple(int(v) for v in internal), gauss))
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> DistInfo:
-    """Initialise torch.distributed when launched by torchrun (``WORLD_SIZE`` > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    import torch.distributed as dist
-
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-    return DistInfo(dist.get_rank(), world, local)
-
-
-class Trainer:
+class Trainer(RunBase):
     """Train one model on one fold of a dataset (see module docstring)."""
 
-    def __init__(self, cfg: TrainConfig, progress: bool = True) -> None:
-        cfg.validate()
-        self.cfg = cfg
-        self.progress = progress
-        self.out = Path(cfg.out)
-        self.dist = init_distributed()
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
-        self.device = resolve_device(cfg.device)
-        if self.dist.world > 1 and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
-        self.step = 0
-        self.elapsed = 0.0  #: training seconds before this process (restored on resume)
-        self.best_val = -math.inf
-        self.validations_without_improvement = 0
-        self.history: list[dict[str, Any]] = []
+    log_fields = LOG_FIELDS
 
     # ------------------------------------------------------------------ set-up
-    def _splits(self) -> Splits:
-        cfg = self.cfg
-        path = Path(cfg.splits_file) if cfg.splits_file else self.out / "splits.json"
-        if path.exists():
-            return Splits.from_json(path)
-        dataset = self.dataset
-        splits = make_splits(
-            dataset, k=cfg.folds, seed=cfg.split_seed, val_fraction=cfg.val_fraction
-        )
-        if self.dist.is_main:
-            splits.to_json(path)
-        return splits
-
     def setup(self) -> None:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
@@ -186,8 +91,7 @@ class Trainer:
         if cfg.min_hemorrhage_slices > 0:
             dataset = dataset.filter_min_hemorrhage_slices(cfg.min_hemorrhage_slices)
         self.dataset = dataset
-        splits = self._splits()
-        fold = splits.fold(cfg.fold)
+        fold = self._splits(dataset).fold(cfg.fold)
         torch.manual_seed(cfg.seed)  # identical initial weights for a given seed
         self.model = build_model(cfg.model, cfg.preset, **cfg.model_overrides)
         if cfg.grad_checkpointing and hasattr(self.model, "set_checkpointing"):
@@ -195,10 +99,7 @@ class Trainer:
         self.model.to(self.device)
         slice_size = int(self.model.config.slice_size)
         cache = Path(cfg.cache_dir) if cfg.cache_dir else self.out / "cache"
-        by_id = {c.case_id: c for c in dataset.cases}
-        missing = [i for i in (*fold.train, *fold.val) if i not in by_id]
-        if missing:
-            raise ConfigError(f"splits mention cases not in the dataset: {', '.join(missing[:5])}")
+        by_id = self._cases_by_id(dataset, (*fold.train, *fold.val))
         self.train_cases = self._prepare([by_id[i] for i in fold.train], slice_size, cache, "train")
         val_ids = list(fold.val)[: cfg.val_cases] if cfg.val_cases else list(fold.val)
         self.val_cases = [
@@ -219,14 +120,7 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
-        if (self.out / "last.pt").exists():
-            self.load_checkpoint(self.out / "last.pt")
-            if self.dist.is_main:
-                self._truncate_log(self.step)
-        elif cfg.init_from:
-            self.init_weights(cfg.init_from)
-        if self.dist.is_main:
-            cfg.save(self.out / "config.yaml")
+        self._resume_or_init()
 
     def _prepare(self, cases: list, slice_size: int, cache: Path, label: str) -> list[PreparedCase]:
         from rich.progress import track
@@ -237,93 +131,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
-        return {
-            **model_to_state(self.model),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": capture_rng_state(cuda=self.device.type == "cuda"),
-            "step": self.step,
-            "elapsed_seconds": self.elapsed_now(),
-            "best_val": self.best_val,
-            "validations_without_improvement": self.validations_without_improvement,
-            "train_config": self.cfg.to_dict(),
-        }
-
-    def save_checkpoint(self, path: Path) -> None:
-        if not self.dist.is_main:
-            return
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        return self._run_state({"optimizer": self.optimizer, "scaler": self.scaler})
 
     def load_checkpoint(self, path: Path) -> None:
         """Resume from ``path`` (read with ``weights_only=True``); a file that is unsafe to
         unpickle, not a training checkpoint or made for another model raises
         :class:`InputFileError`."""
-        state = safe_torch_load(path, map_location=self.device)
         needed = {"state_dict", "optimizer", "scaler", "step", "best_val"}
-        if not isinstance(state, dict) or not needed <= set(state):
-            raise InputFileError(
-                f"{path}: not an ichseg training checkpoint (needs keys "
-                f"{', '.join(sorted(needed))}); delete it or use another --out to start afresh"
-            )
-        try:
-            self.model.load_state_dict(state["state_dict"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scaler.load_state_dict(state["scaler"])
-            self.step = int(state["step"])
-            self.elapsed = float(state.get("elapsed_seconds", 0.0))
-            self.best_val = float(state["best_val"])
-            self.validations_without_improvement = int(
-                state.get("validations_without_improvement", 0)
-            )
-            if state.get("rng") is not None:  # checkpoints written before RNG states were kept
-                restore_rng_state(state["rng"])
-        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InputFileError(f"{path}: cannot resume from this checkpoint: {first}") from None
+        state = read_training_checkpoint(path, self.device, needed, "an ichseg training checkpoint")
+        with resume_errors(path):
+            self._restore_run_state(state, {"optimizer": self.optimizer, "scaler": self.scaler})
 
     def init_weights(self, path: str | Path) -> dict[str, int]:
         """Warm start: copy every parameter whose name and shape match from a checkpoint or
-        weights file (e.g. a full model into an ablation variant that lacks some modules).
+        weights file (e.g. a full model into an ablation variant that lacks some modules; first
+        convolutions of a model with more input channels are widened).
 
         Optimizer state and step count start fresh. Returns ``{"loaded", "skipped", "new"}``.
         """
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"--init {p}: file not found")
-        state = safe_torch_load(p)
-        source = state.get("state_dict") if isinstance(state, dict) else None
-        if not isinstance(source, dict):
-            raise ConfigError(f"--init {p}: not an ichseg checkpoint or weights file")
-        check_finite_state_dict(source, p)
-        own = self.model.state_dict()
-        matched = {
-            k: v.to(own[k].dtype)
-            for k, v in source.items()
-            if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) == tuple(own[k].shape)
-        }
-        for k, v in source.items():  # first convolutions of a model with more input channels
-            if k in own and k not in matched and isinstance(v, torch.Tensor):
-                widened = _widen_input_channels(v, own[k])
-                if widened is not None:
-                    matched[k] = widened
-        if not matched:
-            raise ConfigError(f"--init {p}: no parameter matches this model ({self.cfg.preset})")
-        self.model.load_state_dict(matched, strict=False)
-        facts = {
-            "loaded": len(matched),
-            "skipped": len(source) - len(matched),
-            "new": len(own) - len(matched),
-        }
-        if self.dist.is_main:
-            (self.out / "init.json").write_text(json.dumps({"init_from": str(p), **facts}))
-        return facts
-
-    def elapsed_now(self) -> float:
-        """Training seconds so far, including earlier (resumed) processes."""
-        start = getattr(self, "_t0", None)
-        return self.elapsed + (time.perf_counter() - start if start is not None else 0.0)
+        return self._warm_start(path, f"model ({self.cfg.preset})", widen=_widen_input_channels)
 
     # ------------------------------------------------------------------ steps
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -440,45 +266,6 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------ loop
-    def _truncate_log(self, step: int) -> None:
-        """Drop log rows after ``step``: a killed run logged them after its last checkpoint and
-        the resumed run logs those steps again."""
-        path = self.out / "log.csv"
-        if not path.exists():
-            return
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        keep = [r for r in rows if not r.get("step") or int(r["step"]) <= step]
-        if len(keep) == len(rows):
-            return
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows({k: r.get(k, "") for k in LOG_FIELDS} for r in keep)
-        os.replace(tmp, path)
-
-    def _log(self, row: dict[str, Any]) -> None:
-        self.history.append(row)
-        if not self.dist.is_main:
-            return
-        path = self.out / "log.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: row.get(k, "") for k in LOG_FIELDS})
-
-    def _steps(self) -> Iterator[int]:
-        start, end = self.step, self.cfg.max_steps
-        if self.progress and self.dist.is_main:
-            from tqdm import tqdm
-
-            yield from tqdm(range(start, end), initial=start, total=end, desc="training")
-        else:
-            yield from range(start, end)
-
     def run(self) -> dict[str, Any]:
         """Train until ``max_steps`` (or early stopping); returns a summary."""
         if not hasattr(self, "model"):
@@ -512,12 +299,7 @@ class Trainer:
                         "seconds": round(self.elapsed_now(), 2),
                     }
                 )
-                if val["val_dice"] > self.best_val:
-                    self.best_val = val["val_dice"]
-                    self.validations_without_improvement = 0
-                    self.save_checkpoint(self.out / "best.pt")
-                else:
-                    self.validations_without_improvement += 1
+                self._select(val["val_dice"])
                 if cfg.patience and self.validations_without_improvement >= cfg.patience:
                     stopped_early = True
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps or stopped_early:
