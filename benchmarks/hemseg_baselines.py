@@ -148,9 +148,14 @@ def load_cases(
     options = ScanOptions(input_window=window)
     ds = open_dataset(path, input_window=parse_window(window) if window else None)
     out = []
-    for case in list(ds.cases)[:max_cases]:
+    for case in ds.cases:
+        if max_cases is not None and len(out) >= max_cases:
+            break
         image = options.load_case(case)
-        out.append((case.case_id, image, case.load_mask(reference=image)))
+        mask = case.load_mask(reference=image)
+        if max_cases is not None and not np.asarray(mask.array).any():
+            continue  # a CPU-budget subset: only scans with hemorrhage (the table's rows)
+        out.append((case.case_id, image, mask))
     return out
 
 
@@ -234,12 +239,20 @@ def summary_row(method: str, d: pd.DataFrame, n_resamples: int, **extra: Any) ->
     return row
 
 
-def interactive_rows(results: Path, n_resamples: int, extra: dict[str, dict[str, Any]]):
-    """``METHOD@1``, ``METHOD@3`` and ``METHOD`` (round 8 or the last) of a results.csv; the
-    seconds column is the summed wall time of the rounds so far plus encoding."""
+def interactive_rows(
+    results: Path,
+    n_resamples: int,
+    extra: dict[str, dict[str, Any]],
+    case_ids: set[str] | None = None,
+):
+    """``METHOD@1``, ``METHOD@3`` and ``METHOD`` (round 8 or the last) of a results.csv (only
+    ``case_ids`` when given, the scans the automatic models were run on); the seconds column is
+    the summed wall time of the rounds so far plus encoding."""
     from ichseg.evaluation.tables import at_round, read_results
 
     df = read_results(results)
+    if case_ids is not None:
+        df = df[df["case_id"].astype(str).isin(case_ids)]
     last = int(df["round"].max())
     rows = []
     for method in dict.fromkeys(df["method"]):
@@ -340,7 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/work/runs/hemseg_baselines"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/hemseg_baselines"))
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--max-cases", type=int, default=None)
+    ap.add_argument(
+        "--max-cases",
+        type=int,
+        default=None,
+        help="only the first N scans with hemorrhage per set (CPU budget)",
+    )
     ap.add_argument("--n-resamples", type=int, default=5000)
     ap.add_argument("--reuse", action="store_true", help="reuse masks/timings in --work")
     args = ap.parse_args(argv)
@@ -423,7 +441,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{empty['vol_pred_ml'].mean():.2f} mL on average (not in the table)"
                 )
         if dataset in interactive:
-            rows += interactive_rows(Path(interactive[dataset]), args.n_resamples, hp_extra)
+            rows += interactive_rows(
+                Path(interactive[dataset]),
+                args.n_resamples,
+                hp_extra,
+                {c[0] for c in cases} if args.max_cases is not None else None,
+            )
         for ds, folder in corrected:
             if ds == dataset:
                 if (Path(folder) / "results.csv").is_file():

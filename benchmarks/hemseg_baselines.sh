@@ -9,12 +9,18 @@
 #   RUNS         folder with RUNS/hemseg/NAME/best.pt per MONAI baseline and the nnU-Net model
 #                folder in $NNUNET (missing models are skipped with a note)
 # WORK (default /work/runs/hemseg_baselines) holds the predicted masks; START (default unet) is
-# the automatic model whose masks start the corrected sessions; THREADS (default 1).
+# the automatic model whose masks start the corrected sessions; THREADS (default 1); MAX_CASES
+# (default: all) evaluates only the first N scans with hemorrhage of each set (CPU budget);
+# REUSE=1 keeps masks and timings already in $WORK from an earlier run.
 set -euo pipefail
 TEST=$1 CASE166=$2 RUNS=$3 OUT=${4:-benchmarks/results/hemseg_baselines}
 WORK=${WORK:-/work/runs/hemseg_baselines} START=${START:-unet} THREADS=${THREADS:-1}
 NNUNET=${NNUNET:-$RUNS/nnunet/model}
 PY=${PY:-python}
+LIMIT=()
+if [ -n "${MAX_CASES:-}" ]; then LIMIT=(--max-cases "$MAX_CASES"); fi
+REUSE_FLAG=()
+if [ -n "${REUSE:-}" ]; then REUSE_FLAG=(--reuse); fi
 ICHSEG=${ICHSEG:-ichseg}
 MODELS=()
 for m in unet vnet segresnet attention_unet unetr swin_unetr; do
@@ -25,13 +31,18 @@ INTER=(--interactive "synth=benchmarks/results/interactive_synthetic/results.csv
        --interactive "case166=benchmarks/results/interactive_case166/results.csv")
 # 1) predict every scan with every automatic model (masks + CPU seconds into $WORK)
 $PY benchmarks/hemseg_baselines.py --synth "$TEST" --case166 "$CASE166" "${MODELS[@]}" \
-  "${INTER[@]}" --threads "$THREADS" --work "$WORK" --out "$OUT"
+  "${INTER[@]}" "${LIMIT[@]}" "${REUSE_FLAG[@]}" --threads "$THREADS" --work "$WORK" --out "$OUT"
 # 2) automatic + corrected: $START's masks as round 0, 3 scribble rounds of correction
 CORR=()
+EVAL_LIMIT=()
+if [ -n "${MAX_CASES:-}" ]; then  # the same scans as step 1: the first N with hemorrhage
+  IDS=$($PY -c "import csv,sys; r=[x for x in csv.DictReader(open(sys.argv[1])) if x['dataset']=='synth' and x['has_hemorrhage']=='True']; print(','.join(dict.fromkeys(x['case_id'] for x in r)))" "$OUT/per_case.csv")
+  EVAL_LIMIT=(--cases "$IDS")
+fi
 if [ -d "$WORK/pred/synth/$START" ]; then
   $ICHSEG evaluate --data "$TEST" --initial-masks "$WORK/pred/synth/$START" \
     --initial-label "$START" --method hpinet_refined --method random_walker --rounds 3 \
-    --threads "$THREADS" --no-progress --overwrite --out "$WORK/corrected_synth"
+    "${EVAL_LIMIT[@]}" --threads "$THREADS" --no-progress --overwrite --out "$WORK/corrected_synth"
   CORR+=(--corrected "synth=$WORK/corrected_synth")
 fi
 if [ -d "$WORK/pred/case166/$START" ]; then
@@ -43,4 +54,4 @@ if [ -d "$WORK/pred/case166/$START" ]; then
 fi
 # 3) the tables and the report (predictions reused from step 1)
 $PY benchmarks/hemseg_baselines.py --synth "$TEST" --case166 "$CASE166" "${MODELS[@]}" \
-  "${INTER[@]}" "${CORR[@]}" --reuse --threads "$THREADS" --work "$WORK" --out "$OUT"
+  "${INTER[@]}" "${CORR[@]}" "${LIMIT[@]}" --reuse --threads "$THREADS" --work "$WORK" --out "$OUT"

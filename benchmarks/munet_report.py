@@ -211,14 +211,26 @@ def main(argv: list[str] | None = None) -> int:
     steps = [b["steps"] for b in budgets.values()]
     minutes = sorted({b["max_minutes"] for b in budgets.values()}, key=str)
     per_step = np.mean([b["seconds"] / max(b["steps"], 1) for b in budgets.values()])
+    if len(minutes) == 1:
+        budget = (
+            "each had the same wall-clock budget "
+            f"({minutes[0]} min of training, config `max_minutes`)"
+        )
+        compare = "the ablation differences are within what such short runs vary."
+    else:
+        per_run = ", ".join(f"{n} {b['max_minutes']} min" for n, b in budgets.items())
+        budget = f"the runs had DIFFERENT wall-clock budgets ({per_run}, config `max_minutes`)"
+        compare = (
+            "runs with different budgets are NOT an ablation: compare only rows with the same "
+            "budget."
+        )
     L += [
-        "**These models are badly under-trained for lack of compute**: each had the same",
-        f"wall-clock budget ({', '.join(str(m) for m in minutes)} min of training, config",
-        "`max_minutes`) on one CPU thread of a shared 2-core machine, which gave only",
+        f"**These models are badly under-trained for lack of compute**: {budget}",
+        "on one CPU thread of a shared 2-core machine, which gave only",
         f"{min(steps)}-{max(steps)} steps of batch 8 (~{per_step:.1f} s per step under the load of",
         "other jobs), where the paper trained 60 epochs on a GPU. The numbers show that the",
-        "pipeline trains, predicts and evaluates end to end; they say nothing about what MUNet",
-        "can reach, and the ablation differences are within what such short runs vary.",
+        "pipeline trains, predicts and evaluates end to end; they say little about what MUNet",
+        f"can reach, and {compare}",
         "",
         f"Held-out set: `{a.test}` ({len(test)} synthetic scans, a seed never used for training).",
         "Segmentation: Dice / IoU per subtype label, pooled over all voxels of all scans on the",

@@ -80,7 +80,7 @@ def read_results(path: str | Path) -> pd.DataFrame:
     if not p.is_file():
         raise InputFileError(f"{p}: results file not found")
     try:
-        df = pd.read_csv(p)
+        df = pd.read_csv(p, dtype={"case_id": str})  # "001" stays "001"
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputFileError(f"{p}: not a readable CSV ({exc})") from exc
     return validate_results(df)
