@@ -11,7 +11,8 @@
 # WORK (default /work/runs/hemseg_baselines) holds the predicted masks; START (default unet) is
 # the automatic model whose masks start the corrected sessions; THREADS (default 1); MAX_CASES
 # (default: all) evaluates only the first N scans with hemorrhage of each set (CPU budget);
-# REUSE=1 keeps masks and timings already in $WORK from an earlier run.
+# REUSE=1 keeps masks and timings already in $WORK from an earlier run; W_NAME=checkpoint
+# (e.g. W_unet=runs/hemseg/unet_dice_ce/best.pt) replaces RUNS/hemseg/NAME/best.pt.
 set -euo pipefail
 TEST=$1 CASE166=$2 RUNS=$3 OUT=${4:-benchmarks/results/hemseg_baselines}
 WORK=${WORK:-/work/runs/hemseg_baselines} START=${START:-unet} THREADS=${THREADS:-1}
@@ -24,7 +25,8 @@ if [ -n "${REUSE:-}" ]; then REUSE_FLAG=(--reuse); fi
 ICHSEG=${ICHSEG:-ichseg}
 MODELS=()
 for m in unet vnet segresnet attention_unet unetr swin_unetr; do
-  MODELS+=(--model "$m=$RUNS/hemseg/$m/best.pt")
+  w="W_$m"  # W_unet=path etc. replaces that model's checkpoint
+  MODELS+=(--model "$m=${!w:-$RUNS/hemseg/$m/best.pt}")
 done
 MODELS+=(--model "nnunet=$NNUNET")
 INTER=(--interactive "synth=benchmarks/results/interactive_synthetic/results.csv"

@@ -23,6 +23,7 @@ from ichseg.training.automatic import (
     cross_validate,
     draw_batch,
     sample_rng,
+    segmentation_loss,
     train,
 )
 from ichseg.training.export import export_weights
@@ -147,6 +148,21 @@ def test_bad_config_values():
         Config(data="x", model="hpinet").validate()
     with pytest.raises(ConfigError, match="max_minutes"):
         Config(data="x", max_minutes=0).validate()
+    with pytest.raises(ConfigError, match="loss must be one of dice, dice_ce"):
+        Config(data="x", loss="focal").validate()
+
+
+def test_dice_ce_adds_binary_cross_entropy_to_the_dice_loss():
+    logits = torch.tensor([[[[[2.0, -1.0], [0.5, -3.0]]]]])  # (1, 1, 1, 2, 2)
+    target = torch.tensor([[[[[1.0, 0.0], [0.0, 0.0]]]]])
+    dice = segmentation_loss("dice")(logits, target)
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum()
+    expected_dice = 1 - (2 * inter + 1e-5) / (p.sum() + target.sum() + 1e-5)
+    assert float(dice) == pytest.approx(float(expected_dice), abs=1e-5)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    both = segmentation_loss("dice_ce")(logits, target)
+    assert float(both) == pytest.approx(float(expected_dice + bce), abs=1e-5)
 
 
 def test_cli_trains_unet_and_refuses_hpinet_options(tiny_physionet, tmp_path):

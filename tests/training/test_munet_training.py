@@ -18,6 +18,7 @@ from ichseg.training.munet import (
     Trainer,
     dice_loss,
     focal_loss,
+    munet_loss,
     sampling_weights,
     smote_balance,
     train,
@@ -58,6 +59,29 @@ def test_dice_loss_known_values() -> None:
     seg_ign = seg.clone()
     seg_ign[0, 1, :2] = IGNORE
     assert float(dice_loss(half, seg_ign)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_seg_ce_weight_adds_pixel_cross_entropy_ignoring_unknown_pixels() -> None:
+    gen = torch.Generator().manual_seed(0)
+    seg_logits = torch.randn(2, 6, 4, 4, generator=gen)
+    cls_logits = torch.randn(2, 6, generator=gen)
+    seg = torch.zeros(2, 4, 4, dtype=torch.long)
+    seg[0, 1:3, 1:3] = 2
+    seg[1, 0, 0] = IGNORE
+    labels = torch.zeros(2, 6)
+    labels[0, 1] = 1
+    labels[1, 5] = 1
+    out = {"seg_logits": seg_logits, "cls_logits": cls_logits}
+    paper = munet_loss(out, seg, labels, Config(aux_weight=0.0))
+    assert float(paper["total"]) == pytest.approx(float(paper["focal"] + paper["dice"]))
+    with_ce = munet_loss(out, seg, labels, Config(aux_weight=0.0, seg_ce_weight=0.5))
+    known = seg != IGNORE
+    ce = torch.nn.functional.cross_entropy(
+        seg_logits.permute(0, 2, 3, 1)[known], seg[known], reduction="mean"
+    )
+    assert float(with_ce["total"]) == pytest.approx(float(paper["total"] + 0.5 * ce), abs=1e-5)
+    with pytest.raises(ConfigError, match="seg_ce_weight"):
+        Config(data="x", seg_ce_weight=-1.0).validate()
 
 
 def test_smote_balances_label_combinations() -> None:

@@ -91,6 +91,10 @@ class Config(YamlConfig):
     lr_factor: float = 0.5  #: ReduceLROnPlateau factor (paper: 0.5)
     lr_patience: int = 2  #: validations without a lower validation loss before the LR drops
     lambda_dice: float = 1.0  #: L = focal + lambda * Dice
+    #: weight of an extra pixel-wise cross-entropy on the segmentation (0 = the paper's loss;
+    #: the Dice alone never trains the background channel, so an under-trained net can label
+    #: whole scans with some subtype)
+    seg_ce_weight: float = 0.0
     aux_weight: float = 0.5  #: weight of the deep-supervision branches' Dice (0: off)
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
@@ -129,6 +133,8 @@ class Config(YamlConfig):
             raise ConfigError("smote_k must be >= 1 and smote_bank >= 2")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError("max_minutes must be > 0")
+        if self.seg_ce_weight < 0:
+            raise ConfigError(f"seg_ce_weight must be >= 0, got {self.seg_ce_weight}")
         if "fpn" in self.model_overrides and bool(self.model_overrides["fpn"]) != self.fpn:
             raise ConfigError("fpn is set both in model_overrides and as fpn: keep one")
 
@@ -175,7 +181,13 @@ def munet_loss(
         dice = (dice + cfg.aux_weight * sum(dice_loss(a, seg) for a in aux) / len(aux)) / (
             1.0 + cfg.aux_weight
         )
-    return {"total": focal + cfg.lambda_dice * dice, "focal": focal, "dice": dice}
+    total = focal + cfg.lambda_dice * dice
+    if cfg.seg_ce_weight > 0:
+        target = torch.where(seg == IGNORE, torch.full_like(seg, -100), seg).long()
+        total = total + cfg.seg_ce_weight * F.cross_entropy(
+            out["seg_logits"], target, ignore_index=-100
+        )
+    return {"total": total, "focal": focal, "dice": dice}
 
 
 # ------------------------------------------------------------------------------------ imbalance
