@@ -322,6 +322,30 @@ def load_predictor(
     return predictor
 
 
+def _threaded_predictor(
+    model_dir: Any,
+    fold: Any,
+    checkpoint: str,
+    device: str,
+    use_mirroring: bool,
+    tile_step_size: float,
+    threads: int | None,
+) -> Any:
+    """:func:`load_predictor` after setting torch's CPU threads (``None``: leave them)."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    return load_predictor(
+        model_dir,
+        fold=fold,
+        checkpoint=checkpoint,
+        device=device,
+        use_mirroring=use_mirroring,
+        tile_step_size=tile_step_size,
+    )
+
+
 def predict_volumes(
     model_dir: str | Path,
     volumes: Sequence[Volume],
@@ -339,17 +363,8 @@ def predict_volumes(
     ``use_mirroring`` is nnU-Net's test-time augmentation (8x slower; off by default on CPU).
     Raises :class:`GeometryError` if a mask does not come back with its scan's shape and affine.
     """
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    predictor = load_predictor(
-        model_dir,
-        fold=fold,
-        checkpoint=checkpoint,
-        device=device,
-        use_mirroring=use_mirroring,
-        tile_step_size=tile_step_size,
+    predictor = _threaded_predictor(
+        model_dir, fold, checkpoint, device, use_mirroring, tile_step_size, threads
     )
     items: Any = list(volumes)
     if progress and len(items) > 1:
@@ -417,17 +432,8 @@ def predict_files(
         from rich.progress import track
 
         items = track(items, description="nnU-Net predicting", transient=True)
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    predictor = load_predictor(
-        model_dir,
-        fold=fold,
-        checkpoint=checkpoint,
-        device=device,
-        use_mirroring=use_mirroring,
-        tile_step_size=tile_step_size,
+    predictor = _threaded_predictor(
+        model_dir, fold, checkpoint, device, use_mirroring, tile_step_size, threads
     )
     for src, dst in items:
         mask = _predict_one(predictor, load_volume(src), model_dir, fold)
