@@ -53,6 +53,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     factories = {m: EngineFactory(m, device=args.device) for m in methods}
+    precision = {m: factories[m]().config_dict().get("precision", "-") for m in methods}
     labels = {m: f.spec.label for m, f in factories.items()}
     set_volume_s: dict[str, list[float]] = {m: [] for m in methods}
     round_s: dict[str, list[float]] = {m: [] for m in methods}
@@ -104,6 +105,7 @@ def main() -> None:
         med = statistics.median(round_s[m])
         record["methods"][labels[m]] = {
             "spec": m,
+            "precision": precision[m],
             "weights": str(factories[m].weights_path) if factories[m].weights_path else None,
             "rounds_timed": len(round_s[m]),
             "set_volume_median_s": statistics.median(set_volume_s[m]),
@@ -123,13 +125,15 @@ def main() -> None:
         f"Machine: {record['machine']}; device {args.device}; {done} scans, up to {args.rounds} "
         "scribble rounds each; methods alternate scan by scan.",
         "",
-        "| method | set_volume median s | round median s | round p95 s | round / random walker |",
-        "|---|---|---|---|---|",
+        "| method | precision | set_volume median s | round median s | round p95 s "
+        "| round / random walker |",
+        "|---|---|---|---|---|---|",
     ]
     for label, rec in record["methods"].items():
         ratio = rec["round_vs_random_walker"]
         lines.append(
-            f"| {label} | {rec['set_volume_median_s']:.3f} | {rec['round_median_s']:.3f} | "
+            f"| {label} | {rec.get('precision', '-')} | {rec['set_volume_median_s']:.3f} | "
+            f"{rec['round_median_s']:.3f} | "
             f"{rec['round_p95_s']:.3f} | {'' if ratio is None else f'{ratio:.2f}x'} |"
         )
     lines += ["", "Median seconds per part of a round:", ""]

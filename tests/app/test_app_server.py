@@ -247,6 +247,61 @@ def test_bind_address_rules():
     AppConfig(host="0.0.0.0", token=TOKEN).validate()
 
 
+def test_compute_gate_queues_beyond_its_slots():
+    import threading
+    import time
+
+    from ichseg.app.sessions import ComputeGate
+
+    gate = ComputeGate(1)
+    running, peak, waits = [0], [0], []
+    lock = threading.Lock()
+
+    def work() -> None:
+        waited: dict[str, float] = {}
+        with gate.slot(waited):
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+        waits.append(waited["compute_wait_s"])
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1  # never two at once
+    assert max(waits) >= 0.1  # the last one waited for at least two others
+    with pytest.raises(ValueError, match="slots"):
+        ComputeGate(0)
+    with pytest.raises(ConfigError, match="compute-slots"):
+        AppConfig(compute_slots=0).validate()
+
+
+def test_refine_reports_its_wait_for_a_compute_slot(tmp_path, factory, bleed_voxels):
+    c = make_client(tmp_path, factory, compute_slots=1)
+    assert ok(c.get("/api/health"))["compute_slots"] == 1
+    ok(c.post("/api/study/default"))
+    ok(c.post("/api/strokes", json={"positive": True, "voxels": bleed_voxels[1]}))
+    store = c.app.app.state.store
+    with store.compute.slot():  # another user's round holds the only slot for a moment
+        import threading
+
+        timer = threading.Timer(0.3, lambda: None)
+        timer.start()
+        result: dict = {}
+        worker = threading.Thread(target=lambda: result.update(ok(c.post("/api/refine"))))
+        worker.start()
+        timer.join()
+    worker.join()
+    timings = result["server_timings"]
+    assert timings["compute_wait_s"] >= 0.25
+    assert timings["run_round_s"] >= result["result"]["seconds"] > 0
+
+
 def test_cli_refuses_public_host_without_token(capsys):
     from ichseg.cli import main
 

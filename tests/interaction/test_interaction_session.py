@@ -325,3 +325,27 @@ def test_bad_engine_options_are_named(bad):
 def test_bad_session_options_are_named(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         SessionConfig(**bad)
+
+
+def test_precision_is_resolved_in_the_config_and_close_to_float32(model):
+    import torch
+
+    from ichseg.interaction.hpinet_engine import resolve_precision
+
+    with pytest.raises(ConfigError, match="precision"):
+        HPINetEngineConfig(precision="float16")
+    cpu = torch.device("cpu")
+    assert resolve_precision("float32", cpu) == "float32"
+    assert resolve_precision("auto", cpu) in ("float32", "bfloat16")
+    auto = HPINetEngine(model, HPINetEngineConfig())
+    assert auto.config_dict()["precision"] == resolve_precision("auto", cpu)  # never "auto"
+    vol, mask = phantom()
+    probs = {}
+    for precision in ("float32", "bfloat16"):
+        s = hp(model, precision=precision)
+        s.set_volume(vol)
+        s.add_prompt(lesion_scribble(s, mask))
+        probs[precision] = s.run_round().probability
+        assert probs[precision].dtype == np.float32
+        assert s.engine.config_dict()["precision"] == precision
+    assert np.abs(probs["float32"] - probs["bfloat16"]).max() < 0.05

@@ -51,6 +51,7 @@ from ichseg.app.sessions import (
     SessionStore,
     StoreConfig,
     bbox_zyx,
+    default_compute_slots,
 )
 from ichseg.errors import ConfigError, IchsegError
 
@@ -108,6 +109,8 @@ class AppConfig:
     token: str | None = None
     method: str | None = None  #: engine method spec; None = the product default
     max_sessions: int = 4
+    #: engine computations run at once (None: cores // threads per round); more requests queue
+    compute_slots: int | None = None
     max_upload_bytes: int = 1024 * 2**20
     max_voxels: int = 512 * 512 * 512
     default_seed: int = DEFAULT_SEED
@@ -129,6 +132,8 @@ class AppConfig:
             )
         if self.max_sessions < 1:
             raise ConfigError(f"--max-sessions must be >= 1, got {self.max_sessions}")
+        if self.compute_slots is not None and self.compute_slots < 1:
+            raise ConfigError(f"--compute-slots must be >= 1, got {self.compute_slots}")
         if self.max_upload_bytes < 1 or self.max_voxels < 1:
             raise ConfigError("upload and voxel limits must be positive")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
@@ -358,6 +363,7 @@ def create_app(config: AppConfig, engine_factory: Any = None) -> GuardMiddleware
             workdir=Path(config.workdir),
             data_dir=Path(config.data_dir) if config.data_dir else None,
             max_sessions=config.max_sessions,
+            compute_slots=config.compute_slots or default_compute_slots(),
             max_upload_bytes=config.max_upload_bytes,
             max_voxels=config.max_voxels,
             default_seed=config.default_seed,
@@ -418,7 +424,11 @@ def create_app(config: AppConfig, engine_factory: Any = None) -> GuardMiddleware
     # ------------------------------------------------------------------ info
     @api.get("/api/health")
     def health() -> dict[str, Any]:
-        return {"ok": True, "live_sessions": store.live_count()}
+        return {
+            "ok": True,
+            "live_sessions": store.live_count(),
+            "compute_slots": store.compute.slots,
+        }
 
     @api.get("/api/config")
     def app_config() -> dict[str, Any]:
@@ -555,9 +565,12 @@ def create_app(config: AppConfig, engine_factory: Any = None) -> GuardMiddleware
     @api.post("/api/refine")
     def refine(request: Request) -> dict[str, Any]:
         t0 = time.perf_counter()
+        waited: dict[str, float] = {}
         with store.use(sid(request)) as live:
             t1 = time.perf_counter()
-            r = live.session.run_round()  # includes the log's autosave after the round
+            with store.compute.slot(waited):
+                t1b = time.perf_counter()
+                r = live.session.run_round()  # includes the log's autosave after the round
             t2 = time.perf_counter()
             out = state_payload(live, store)
             t3 = time.perf_counter()
@@ -572,8 +585,9 @@ def create_app(config: AppConfig, engine_factory: Any = None) -> GuardMiddleware
         out["server_seconds"] = time.perf_counter() - t0
         out["server_timings"] = {
             "session_lock_s": t1 - t0,  # waiting for this user's session (restore included)
-            "run_round_s": t2 - t1,
-            "after_round_s": (t2 - t1) - r.seconds,  # the session's autosave of the log
+            "compute_wait_s": waited.get("compute_wait_s", t1b - t1),  # queued for a slot
+            "run_round_s": t2 - t1b,
+            "after_round_s": (t2 - t1b) - r.seconds,  # the session's autosave of the log
             "payload_s": t3 - t2,  # mask, bounding box, ABC/2, suggested slice
         }
         return out

@@ -12,6 +12,11 @@ At most ``max_sessions`` sessions are kept in memory; the least recently used on
 when another is needed (its log is complete on disk) and rebuilt by replaying its log the next
 time its user asks (:func:`~ichseg.interaction.session.resume_session`, or the same steps with
 the server's already loaded model when the log's engine is the server's).
+
+Engine work (encoding a scan, a refine round, replaying a log) runs through one
+:class:`ComputeGate` with ``compute_slots`` places: requests beyond it wait their turn instead of
+all computing at once, which on a small machine makes every round many times slower (each round's
+own threads then fight over the same cores).
 """
 
 from __future__ import annotations
@@ -278,12 +283,45 @@ def _without_prefix(exc: IchsegError, folder: Path) -> IchsegError:
     return new
 
 
+# ---------------------------------------------------------------------------------- compute
+def default_compute_slots() -> int:
+    """Engine rounds run at once by default: the CPU cores over the threads one round uses."""
+    import os
+
+    import torch
+
+    return max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
+
+
+class ComputeGate:
+    """At most ``slots`` engine computations at a time; the rest queue (first come, first
+    served by the OS's lock). :meth:`slot` records how long the caller waited."""
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError(f"compute slots must be >= 1, got {slots}")
+        self.slots = slots
+        self._sem = threading.BoundedSemaphore(slots)
+
+    @contextlib.contextmanager
+    def slot(self, waited: dict[str, float] | None = None) -> Iterator[None]:
+        """Hold one slot; ``waited["compute_wait_s"]`` gets the seconds spent queueing."""
+        t0 = time.perf_counter()
+        with self._sem:
+            if waited is not None:
+                waited["compute_wait_s"] = waited.get("compute_wait_s", 0.0) + (
+                    time.perf_counter() - t0
+                )
+            yield
+
+
 # ---------------------------------------------------------------------------------- the store
 @dataclass
 class StoreConfig:
     workdir: Path
     data_dir: Path | None = None
     max_sessions: int = 4
+    compute_slots: int = 1  #: engine computations at once (:class:`ComputeGate`)
     max_upload_bytes: int = 1024 * 2**20
     max_voxels: int = 512 * 512 * 512
     default_seed: int = DEFAULT_SEED
@@ -305,6 +343,7 @@ class SessionStore:
         self._live: OrderedDict[str, LiveSession] = OrderedDict()
         self._locks: dict[str, threading.RLock] = {}
         self._lock = threading.Lock()
+        self.compute = ComputeGate(config.compute_slots)
         self.restores = 0  #: sessions rebuilt from their logs (evicted or after a restart)
         self.evictions = 0
 
@@ -435,12 +474,13 @@ class SessionStore:
                 "the saved session's scan has changed since it was saved; open it again"
             )
         engine = self._engine_for(data["engine"])
-        if engine is not None:
-            session = InteractiveSession(engine, session_config_from_log(data))
-            replay_events(session, data, volume)
-            session.autosave = log_path
-        else:
-            session = resume_session(log_path, volume)
+        with self.compute.slot():
+            if engine is not None:
+                session = InteractiveSession(engine, session_config_from_log(data))
+                replay_events(session, data, volume)
+                session.autosave = log_path
+            else:
+                session = resume_session(log_path, volume)
         self.restores += 1
         return LiveSession(key, folder, study, volume, session, caught)
 
@@ -458,7 +498,8 @@ class SessionStore:
         with self._key_lock(key):
             volume, caught = load(folder)
             session = InteractiveSession(self.factory())
-            session.set_volume(volume)
+            with self.compute.slot():
+                session.set_volume(volume)
             self._archive(folder)
             folder.mkdir(parents=True, exist_ok=True)
             if staged is not None:

@@ -37,6 +37,12 @@ def register(app: typer.Typer) -> None:
         max_sessions: Annotated[
             int, typer.Option(help="Sessions kept in memory; older ones reload from their logs")
         ] = 4,
+        compute_slots: Annotated[
+            int | None,
+            typer.Option(
+                help="Engine rounds computed at once; more queue (default: cores // threads)"
+            ),
+        ] = None,
         max_upload_mb: Annotated[int, typer.Option(help="Largest upload in MiB")] = 1024,
         max_voxels: Annotated[int, typer.Option(help="Largest scan in voxels")] = 512 * 512 * 512,
     ) -> None:
@@ -51,6 +57,7 @@ def register(app: typer.Typer) -> None:
             token=token,
             method=method,
             max_sessions=max_sessions,
+            compute_slots=compute_slots,
             max_upload_bytes=max_upload_mb * 2**20,
             max_voxels=max_voxels,
         )
