@@ -378,6 +378,18 @@ def test_viewer_voxels_are_canonical_voxels(browser, data_server, marker_data, s
     click = _api(page, "/api/prompts")["pending"][-1]
     assert click["type"] == "click" and click["z"] == z
     assert np.allclose(click["point"], [y - 2, x - 1], atol=0.5)
+    # a box (box tool, O) dragged from one voxel to another covers exactly those pixels
+    page.keyboard.press("o")
+    n = page.evaluate("() => window.ichseg.strokes")
+    _stroke(page, z, [(y - 4, x - 3), (y + 1, x + 5)])
+    box = _api(page, "/api/prompts")["pending"][-1]
+    assert box["type"] == "box" and box["z"] == z
+    assert box["corners"] == [[y - 4.5, x - 3.5], [y + 1.5, x + 5.5]]
+    drawn = page.evaluate("() => window.ichseg.drawnCanonical()")
+    ring = {tuple(v[:3]) for v in drawn if v[3] == 2}
+    assert ring and all(
+        vz == z and not (y - 4 <= vy <= y + 1 and x - 3 <= vx <= x + 5) for vz, vy, vx in ring
+    )
 
     page.click("#refine")
     page.wait_for_function("window.ichseg.rounds >= 1", timeout=60_000)

@@ -172,8 +172,11 @@ def test_clicks_and_errors_are_one_line_json(tmp_path, factory, bleed_voxels):
         c.post("/api/strokes", content=b"{not json", headers={"content-type": "application/json"}),
         422,
     )
-    assert "click and scribble" in err(
-        c.post("/api/prompts", json={"prompts": [{"type": "box"}]}), 400
+    assert "click, scribble and box" in err(
+        c.post("/api/prompts", json={"prompts": [{"type": "lasso"}]}), 400
+    )
+    assert "corners" in err(
+        c.post("/api/prompts", json={"prompts": [{"type": "box", "z": 1}]}), 400
     )
     err(c.get("/api/nothing-here"), 404)
     z, vox = bleed_voxels
@@ -189,6 +192,26 @@ def test_clicks_and_errors_are_one_line_json(tmp_path, factory, bleed_voxels):
     ok(c2.post("/api/strokes", json={"positive": False, "voxels": vox}))
     r = ok(c2.post("/api/refine"))
     assert r["volume"]["planimetric_ml"] == 0 and "background" in r["note"]
+
+
+def test_box_prompt_around_the_bleed(tmp_path, factory, default_case):
+    c = make_client(tmp_path, factory)
+    ok(c.post("/api/study/default"))
+    gt = to_canonical(default_case.mask)[0].zyx()
+    z = int(np.argmax(gt.sum(axis=(1, 2))))
+    ys, xs = np.nonzero(gt[z])
+    corners = [[ys.min() - 0.5, xs.min() - 0.5], [ys.max() + 0.5, xs.max() + 0.5]]
+    box = {"type": "box", "z": z, "corners": [[float(v) for v in p] for p in corners]}
+    st = ok(c.post("/api/prompts", json={"prompts": [box]}))
+    assert st["pending"] == 1
+    assert ok(c.get("/api/prompts"))["pending"][0]["type"] == "box"
+    hints, bbox = crop(c.get("/api/hints"))
+    # the background ring lies just outside the box, on that slice, and never inside it
+    assert bbox[0] == z and set(np.unique(hints)) == {0, 2}
+    assert bbox[1] < ys.min() and bbox[4] > ys.max() + 1
+    ok(c.post("/api/strokes", json={"positive": True, "voxels": [z, int(ys[0]), int(xs[0])]}))
+    r = ok(c.post("/api/refine"))
+    assert r["volume"]["planimetric_ml"] > 0
 
 
 def test_request_bodies_are_bounded(tmp_path, factory, monkeypatch):

@@ -59,8 +59,8 @@ STUDY_FORMAT = "ichseg-app-study"
 #: the embedded default scan: the demo's seed (a synthetic head CT with a 5-60 mL bleed)
 DEFAULT_SEED = 2026
 MAX_STROKE_VOXELS = 1_000_000
-#: prompt types the app accepts through /api/prompts (the page makes clicks and strokes)
-APP_PROMPT_TYPES = ("click", "scribble")
+#: prompt types the app accepts through /api/prompts (the page makes clicks, strokes and boxes)
+APP_PROMPT_TYPES = ("click", "scribble", "box")
 
 
 class NoStudyError(PromptError):
@@ -623,7 +623,8 @@ class SessionStore:
             kind = p.get("type") if isinstance(p, dict) else None
             if kind not in APP_PROMPT_TYPES:
                 raise PromptError(
-                    f"the app takes {' and '.join(APP_PROMPT_TYPES)} prompts, got type {kind!r}"
+                    f"the app takes {', '.join(APP_PROMPT_TYPES[:-1])} and "
+                    f"{APP_PROMPT_TYPES[-1]} prompts, got type {kind!r}"
                 )
         parsed = [prompt_from_dict(p) for p in prompts]
         live.session.add_prompts(parsed)

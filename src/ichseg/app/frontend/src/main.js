@@ -374,6 +374,46 @@ async function onCanvasClick(ev) {
   })
 }
 
+// a box drawn on an axial slice: "the hemorrhage on this slice lies inside" (a background ring
+// just outside it becomes a prompt; see docs/prompts.md)
+function boxCorners(a, b) {
+  if (!a || !b || Math.round(a[0]) !== Math.round(b[0])) return null
+  const y0 = Math.round(Math.min(a[1], b[1])) - 0.5
+  const y1 = Math.round(Math.max(a[1], b[1])) + 0.5
+  const x0 = Math.round(Math.min(a[2], b[2])) - 0.5
+  const x1 = Math.round(Math.max(a[2], b[2])) + 0.5
+  return { z: Math.round(a[0]), corners: [[y0, x0], [y1, x1]] }
+}
+
+function drawBoxPreview(downXY, ev) {
+  drawAnnotations()
+  const annot = $('annot')
+  const rect = annot.getBoundingClientRect()
+  const sx = annot.width / rect.width
+  const sy = annot.height / rect.height
+  const ctx = annot.getContext('2d')
+  ctx.strokeStyle = '#ffb300'
+  ctx.lineWidth = 2 * sx
+  ctx.setLineDash([6 * sx, 4 * sx])
+  ctx.strokeRect((downXY[0] - rect.left) * sx, (downXY[1] - rect.top) * sy,
+    (ev.clientX - downXY[0]) * sx, (ev.clientY - downXY[1]) * sy)
+  ctx.setLineDash([])
+}
+
+async function onBoxDrag(downXY, ev) {
+  drawAnnotations()
+  if (ui.tool !== 'box' || !ui.grid) return
+  if (ui.view !== 'axial') { banner('draw boxes in the axial view', 'warning'); return }
+  const box = boxCorners(clientToVoxel(downXY[0], downXY[1]), clientToVoxel(ev.clientX, ev.clientY))
+  if (!box) return
+  await guarded('Adding box…', async () => {
+    const state = await api('/api/prompts', { method: 'POST', json: { prompts: [{ type: 'box', ...box }] } })
+    ui.strokes++
+    await syncHints()
+    showState(state)
+  })
+}
+
 async function refine() {
   if (ui.busy || !ui.state || !ui.state.pending) return
   await guarded('Refining…', async () => {
@@ -525,6 +565,7 @@ function onKey(ev) {
   else if (k === 'b' || k === 'B') setTool('paint-neg')
   else if (k === 'c' || k === 'C') setTool('click-pos')
   else if (k === 'x' || k === 'X') setTool('click-neg')
+  else if (k === 'o' || k === 'O') setTool('box')
   else if (k === 'n' || k === 'N') setTool('navigate')
   else if (k === 's' || k === 'S') suggested()
   else if (k === 'o' || k === 'O') { ui.overlayMode = ui.overlayMode === 'outline' ? 'filled' : 'outline'; renderMask() }
@@ -578,8 +619,10 @@ function wire() {
   const gl = $('gl')
   let down = null
   gl.addEventListener('pointerdown', (ev) => { down = [ev.clientX, ev.clientY] })
+  gl.addEventListener('pointermove', (ev) => { if (down && ui.tool === 'box') drawBoxPreview(down, ev) })
   gl.addEventListener('pointerup', (ev) => {
     if (down && Math.hypot(ev.clientX - down[0], ev.clientY - down[1]) < 4) onCanvasClick(ev)
+    else if (down && ui.tool === 'box') onBoxDrag(down, ev)
     down = null
   })
   new ResizeObserver(() => drawAnnotations()).observe($('viewer'))
