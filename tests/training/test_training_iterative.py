@@ -160,6 +160,7 @@ def test_trainer_runs_iterative_steps_with_interactive_validation(tiny_physionet
             num_threads=1,
             seed=3,
             val_rounds=2,
+            val_at_start=True,
             iterative={"enabled": True, "round_probs": [0.3, 0.7]},
         )
     )
@@ -167,5 +168,7 @@ def test_trainer_runs_iterative_steps_with_interactive_validation(tiny_physionet
     assert summary["steps"] == 3 and np.isfinite(summary["best_val_dice"])
     log = (tmp_path / "run" / "log.csv").read_text()
     assert "val_noc85" in log.splitlines()[0]
+    val_steps = [line.split(",")[0] for line in log.splitlines()[1:] if ",val," in line]
+    assert val_steps == ["0", "3"]  # the warm start's own score first
     again = TrainConfig.load(tmp_path / "run" / "config.yaml")
     assert again.iterative.enabled and again.iterative.round_probs == (0.3, 0.7)

@@ -34,6 +34,9 @@ class TrainConfig(FoldConfig):
     seed: int = 0
     log_every: int = 10
     val_every: int = 200
+    #: validate once before the first step (a warm start's own score: best.pt then only changes
+    #: for a checkpoint that beats it)
+    val_at_start: bool = False
     val_cases: int | None = None  #: limit validation cases (None = all)
     ckpt_every: int = 50
     patience: int | None = None  #: stop after this many validations without improvement

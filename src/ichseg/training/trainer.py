@@ -266,6 +266,13 @@ class Trainer(RunBase):
         }
 
     # ------------------------------------------------------------------ loop
+    def _validate_and_select(self) -> None:
+        val = self.validate() if self.val_cases else {"val_dice": float("nan")}
+        self._log(
+            {"step": self.step, "kind": "val", **val, "seconds": round(self.elapsed_now(), 2)}
+        )
+        self._select(val["val_dice"])
+
     def run(self) -> dict[str, Any]:
         """Train until ``max_steps`` (or early stopping); returns a summary."""
         if not hasattr(self, "model"):
@@ -274,6 +281,8 @@ class Trainer(RunBase):
         t0 = self._t0 = time.perf_counter()
         window: list[dict[str, float]] = []
         stopped_early = False
+        if cfg.val_at_start and self.step == 0 and self.val_cases:
+            self._validate_and_select()
         for step in self._steps():
             window.append(self.train_step(step))
             self.step = step + 1
@@ -290,16 +299,7 @@ class Trainer(RunBase):
                 )
                 window = []
             if self.step % cfg.val_every == 0 or self.step == cfg.max_steps:
-                val = self.validate() if self.val_cases else {"val_dice": float("nan")}
-                self._log(
-                    {
-                        "step": self.step,
-                        "kind": "val",
-                        **val,
-                        "seconds": round(self.elapsed_now(), 2),
-                    }
-                )
-                self._select(val["val_dice"])
+                self._validate_and_select()
                 if cfg.patience and self.validations_without_improvement >= cfg.patience:
                     stopped_early = True
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps or stopped_early:
