@@ -61,6 +61,29 @@ def test_dice_loss_known_values() -> None:
     assert float(dice_loss(half, seg_ign)) == pytest.approx(0.0, abs=1e-4)
 
 
+def test_dice_with_background_sees_how_far_an_absent_subtype_floods() -> None:
+    seg = torch.zeros(1, 8, 8, dtype=torch.uint8)
+    seg[0, :2, :2] = 2
+    big = 30.0
+    base = torch.full((1, 6, 8, 8), -big)
+    base[:, 0] = big
+    base[0, 0, :2, :2] = -big
+    base[0, 2, :2, :2] = big
+
+    def flood(n: int) -> torch.Tensor:  # class 4 (absent) wins on n background pixels
+        out = base.clone()
+        rows, cols = np.unravel_index(np.arange(n) + 16, (8, 8))
+        out[0, 4, rows, cols] = big
+        out[0, 0, rows, cols] = -big
+        return out
+
+    one, many = flood(1), flood(40)
+    # without background the absent class's Dice is saturated: one pixel or 40, same loss
+    assert float(dice_loss(one, seg)) == pytest.approx(float(dice_loss(many, seg)), abs=1e-4)
+    # with it, the background channel's Dice grows worse with every flooded pixel
+    assert float(dice_loss(many, seg, True)) > float(dice_loss(one, seg, True)) + 0.05
+
+
 def test_seg_ce_weight_adds_pixel_cross_entropy_ignoring_unknown_pixels() -> None:
     gen = torch.Generator().manual_seed(0)
     seg_logits = torch.randn(2, 6, 4, 4, generator=gen)

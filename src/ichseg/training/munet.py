@@ -96,6 +96,10 @@ class Config(YamlConfig):
     #: whole scans with some subtype)
     seg_ce_weight: float = 0.0
     aux_weight: float = 0.5  #: weight of the deep-supervision branches' Dice (0: off)
+    #: count the background class in the Dice loss: without it nothing trains the background
+    #: channel, and subtypes absent from a batch give a saturated Dice with no gradient, so the
+    #: rare subtypes' channels can win the argmax anywhere (the over-labelling of the first runs)
+    dice_include_background: bool = False
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
     smote: bool = True
@@ -149,16 +153,18 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float, alpha:
     )
 
 
-def dice_loss(seg_logits: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-    """Soft Dice loss (1 - Dice) of the softmax over the subtype classes (background excluded),
-    over the whole batch per class, averaged over classes; :data:`IGNORE` pixels are masked out
-    (MONAI :class:`MaskedDiceLoss`)."""
+def dice_loss(
+    seg_logits: torch.Tensor, seg: torch.Tensor, include_background: bool = False
+) -> torch.Tensor:
+    """Soft Dice loss (1 - Dice) of the softmax over the subtype classes (background excluded
+    unless ``include_background``), over the whole batch per class, averaged over classes;
+    :data:`IGNORE` pixels are masked out (MONAI :class:`MaskedDiceLoss`)."""
     from monai.losses import MaskedDiceLoss
 
     known = seg != IGNORE
     target = F.one_hot(torch.where(known, seg, 0).long(), seg_logits.shape[1])
     target = target.permute(0, 3, 1, 2).float()
-    loss = MaskedDiceLoss(include_background=False, softmax=True, batch=True)
+    loss = MaskedDiceLoss(include_background=include_background, softmax=True, batch=True)
     return loss(seg_logits, target, mask=known[:, None].float())
 
 
@@ -175,10 +181,11 @@ def munet_loss(
         logits = torch.cat([logits, extra_cls[0]])
         targets = torch.cat([targets, extra_cls[1]])
     focal = focal_loss(logits, targets, cfg.focal_gamma, cfg.focal_alpha)
-    dice = dice_loss(out["seg_logits"], seg)
+    bg = cfg.dice_include_background
+    dice = dice_loss(out["seg_logits"], seg, bg)
     aux = out.get("aux_seg_logits") or []
     if aux and cfg.aux_weight > 0:
-        dice = (dice + cfg.aux_weight * sum(dice_loss(a, seg) for a in aux) / len(aux)) / (
+        dice = (dice + cfg.aux_weight * sum(dice_loss(a, seg, bg) for a in aux) / len(aux)) / (
             1.0 + cfg.aux_weight
         )
     total = focal + cfg.lambda_dice * dice
