@@ -293,6 +293,30 @@ def test_paint_refine_undo_export_restart(browser, factory, tmp_path, marker_dat
         server.stop()
 
 
+def test_start_from_a_mask_file(browser, factory, tmp_path):
+    from ichseg.app.demo import pick_demo_case
+
+    case, _ = pick_demo_case(shape=SHAPE)
+    path = write_nifti(reorient(case.mask, "RAS")[0], tmp_path / "auto.nii.gz")
+    config = AppConfig(
+        port=_free_port(), workdir=tmp_path / "wd", method="random_walker", default_shape=SHAPE
+    )
+    server = Server(config, factory).start()
+    try:
+        ctx, page, errors = _open_page(browser, server)
+        assert _mask_voxels(page) == 0
+        page.set_input_files("#initial-mask", str(path))
+        page.wait_for_function("window.ichseg.state.can_undo === true", timeout=30_000)
+        _wait_idle(page)
+        assert page.evaluate("() => window.ichseg.state.round") == 0
+        assert _mask_voxels(page) == int(np.asarray(case.mask.array).sum())
+        assert "round 0" in page.locator("#banner").inner_text()
+        assert not errors, errors
+        ctx.close()
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def data_server(factory, marker_data, tmp_path_factory):
     """A server with --data and an access token: the page, its API calls and the downloads

@@ -532,3 +532,60 @@ def test_restart_resumes_where_it_was(tmp_path, factory, bleed_voxels):
     folder = next((wd / "sessions").iterdir())
     archived = list((folder / "archive").iterdir())
     assert len(archived) == 1 and (archived[0] / "log.json").is_file()
+
+
+# ------------------------------------------------------------------------------ initial mask
+def _nifti_bytes(vol) -> bytes:
+    buf = io.BytesIO()
+    img = nib.Nifti1Image(np.asarray(vol.array), vol.affine)
+    buf.write(gzip.compress(img.to_bytes()))
+    return buf.getvalue()
+
+
+def test_initial_mask_upload_starts_round_zero_and_survives_a_restart(
+    tmp_path, factory, default_case, bleed_voxels
+):
+    wd = tmp_path / "wd"
+    c = make_client(tmp_path, factory, workdir=wd)
+    assert "no study" in err(c.post("/api/initial-mask", files={"file": ("m.nii.gz", b"x")}), 409)
+    ok(c.post("/api/study/default"))
+    # the true mask, stored RAS (a flipped copy of the scan's grid is reoriented)
+    mask_ras = reorient(default_case.mask, "RAS")[0]
+    st = ok(
+        c.post("/api/initial-mask", files={"file": ("auto mask.nii.gz", _nifti_bytes(mask_ras))})
+    )
+    true_ml = float(np.asarray(default_case.mask.array).sum()) * default_case.mask.voxel_volume_ml
+    assert st["round"] == 0 and st["can_undo"]  # undo drops the initial mask
+    assert st["volume"]["planimetric_ml"] == pytest.approx(true_ml, rel=1e-6)
+    mask0 = c.get("/api/mask").content
+    folder = next((wd / "sessions").iterdir())
+    assert [p.name for p in (folder / "initial").glob("*/*")] == ["auto_mask.nii.gz"]
+    # a correction round on top of it
+    ok(c.post("/api/strokes", json={"positive": False, "voxels": bleed_voxels[1][:3]}))
+    assert ok(c.post("/api/refine"))["round"] == 1
+    # a second initial mask once rounds exist is refused with one line
+    msg = err(
+        c.post("/api/initial-mask", files={"file": ("m.nii.gz", _nifti_bytes(mask_ras))}), 400
+    )
+    assert "undo to the start" in msg and "\n" not in msg
+    # after a restart the session comes back with its round 0 and round 1
+    c2 = TestClient(
+        create_app(AppConfig(workdir=wd, method="random_walker", default_shape=SHAPE), factory),
+        cookies={"ichseg_sid": c.cookies["ichseg_sid"]},
+    )
+    assert ok(c2.get("/api/state"))["round"] == 1
+    ok(c2.post("/api/undo"))
+    assert c2.get("/api/mask").content == mask0
+
+
+def test_initial_mask_of_another_grid_is_refused(tmp_path, factory, default_case):
+    c = make_client(tmp_path, factory)
+    ok(c.post("/api/study/default"))
+    wrong = nib.Nifti1Image(np.zeros((10, 10, 4), np.uint8), np.eye(4))
+    buf = gzip.compress(wrong.to_bytes())
+    msg = err(c.post("/api/initial-mask", files={"file": ("wrong.nii.gz", buf)}), 400)
+    assert str(tmp_path) not in msg  # no server path in the message
+    assert "\n" not in msg and ok(c.get("/api/state"))["round"] == 0
+    folder = next((tmp_path / "wd" / "sessions").iterdir())
+    assert not any((folder / "initial").glob("*/*"))  # a refused file is not kept
+    assert "empty" in err(c.post("/api/initial-mask", files={"file": ("e.nii.gz", b"")}), 400)

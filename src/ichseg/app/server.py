@@ -62,6 +62,9 @@ TOKEN_HEADER = "x-ichseg-token"
 COOKIE = "ichseg_sid"
 _SID_RE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 UPLOAD_PATH = "/api/study/upload"
+INITIAL_MASK_PATH = "/api/initial-mask"
+#: requests whose body is a file: limited by --max-upload-mb instead of MAX_BODY_BYTES
+UPLOAD_PATHS = (UPLOAD_PATH, INITIAL_MASK_PATH)
 #: multipart framing allowed on top of the file itself
 UPLOAD_OVERHEAD = 1 << 16
 MIN_TOKEN_LENGTH = 16
@@ -219,8 +222,9 @@ class GuardMiddleware:
             await send(message)
 
         if scope["method"] in ("POST", "PUT", "PATCH"):
-            limit = self.upload_limit if scope["path"] == UPLOAD_PATH else MAX_BODY_BYTES
-            what = "upload" if scope["path"] == UPLOAD_PATH else "request"
+            is_upload = scope["path"] in UPLOAD_PATHS
+            limit = self.upload_limit if is_upload else MAX_BODY_BYTES
+            what = "upload" if is_upload else "request"
             error = {"error": f"{what} larger than the limit of {limit >> 20} MiB"}
             length = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
             if length is not None and length.isdigit() and int(length) > limit:
@@ -473,6 +477,24 @@ def create_app(config: AppConfig, engine_factory: Any = None) -> GuardMiddleware
                 store.open_upload, sid(request), upload.filename, upload.file
             )
             return await run_in_threadpool(state_payload, live, store)
+        finally:
+            await form.close()
+
+    @api.post(INITIAL_MASK_PATH)
+    async def initial_mask(request: Request) -> dict[str, Any]:
+        """A mask file on the open study's grid (e.g. from ``ichseg predict``) becomes round 0."""
+        form = await request.form(max_files=1, max_fields=4)
+        try:
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise NoFileError("no file in the upload: send it as the form field 'file'")
+
+            def start() -> dict[str, Any]:
+                with store.use(sid(request)) as live:
+                    store.start_from_mask(live, upload.filename, upload.file)
+                    return state_payload(live, store)
+
+            return await run_in_threadpool(start)
         finally:
             await form.close()
 

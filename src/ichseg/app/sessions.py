@@ -529,7 +529,7 @@ class SessionStore:
             dest = dest.with_name(f"{dest.name.split('.')[0]}.{n}")
             n += 1
         dest.mkdir(parents=True)
-        for name in ("study.json", "log.json", "upload", "exports"):
+        for name in ("study.json", "log.json", "upload", "exports", "initial"):
             if (folder / name).exists():
                 (folder / name).rename(dest / name)
 
@@ -551,6 +551,45 @@ class SessionStore:
             return self._start(user_id, study, lambda _f: self._load_study_volume("", study))
         except IchsegError as exc:
             raise _without_prefix(exc, root) from None
+
+    def start_from_mask(self, live: LiveSession, filename: str | None, source: Any) -> None:
+        """Make an uploaded mask (NIfTI, NRRD or MHA on the study's grid, or a permuted or
+        flipped copy of it) the session's round 0; the file is kept under ``initial/`` and the
+        mask itself goes into the log, so a restore replays it."""
+        from ichseg.io.reader import load_mask
+
+        name = safe_upload_name(filename)
+        if suffix_of(name, (".zip",)) is not None:
+            raise InputFileError(f"{name}: an initial mask is one NIfTI, NRRD or MHA file")
+        folder = live.folder / "initial" / time.strftime("%Y%m%d-%H%M%S")
+        n = 1
+        while folder.exists():
+            folder = folder.with_name(f"{folder.name.split('.')[0]}.{n}")
+            n += 1
+        folder.mkdir(parents=True)
+        target = folder / name
+        limit = self.config.max_upload_bytes
+        try:
+            size = 0
+            with target.open("wb") as out:
+                while chunk := source.read(1 << 20):
+                    size += len(chunk)
+                    if size > limit:
+                        from ichseg.app.files import UploadTooLargeError
+
+                        raise UploadTooLargeError(
+                            f"{name}: larger than the upload limit of {limit / 2**20:.0f} MiB"
+                        )
+                    out.write(chunk)
+            if size == 0:
+                raise InputFileError(f"{name}: the uploaded file is empty")
+            mask = load_mask(target, max_voxels=self.config.max_voxels)
+            with self.compute.slot():
+                live.session.start_from_mask(mask, source=f"upload:{name}")
+        except IchsegError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise _without_prefix(exc, folder) from None
+        live.save()
 
     def open_upload(self, user_id: str, filename: str | None, source: Any) -> LiveSession:
         """Open an uploaded file (``source``: a binary file object at its start)."""

@@ -591,6 +591,19 @@ function wire() {
     const name = $('data-list').value
     openStudy(`Opening ${name}…`, () => api('/api/study/data', { method: 'POST', json: { name } }))
   }
+  $('initial-mask').onchange = (ev) => {
+    const file = ev.target.files[0]
+    ev.target.value = ''
+    if (!file || !ui.state || !ui.state.study) { if (file) banner('open a study first'); return }
+    const form = new FormData()
+    form.append('file', file)
+    guarded(`Loading ${file.name} as round 0…`, async () => {
+      const state = await api('/api/initial-mask', { method: 'POST', body: form })
+      await syncMask()
+      showState(state)
+      banner(`${file.name}: round 0, ${state.volume.planimetric_ml.toFixed(2)} mL; correct it with strokes and Refine`, 'info')
+    })
+  }
   $('upload').onchange = (ev) => {
     const file = ev.target.files[0]
     ev.target.value = ''
