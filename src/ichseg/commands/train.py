@@ -166,24 +166,27 @@ def register(app: typer.Typer) -> None:
 
         name = model or _config_model(config) or "hpinet"
         task = trainer_for(name)
+        common = {
+            "data": data or None,
+            "preset": preset,
+            "fold": fold,
+            "max_steps": steps,
+            "lr": lr,
+            "val_every": val_every,
+            "patience": patience,
+            "device": device,
+            "num_threads": threads,
+            "seed": seed,
+            "init_from": str(init) if init else None,
+            "splits_file": str(splits_file) if splits_file else None,
+            "cache_dir": str(cache_dir) if cache_dir else None,
+        }
         if not task.is_hpinet:
             cli_other = {
-                "data": data or None,
+                **common,
                 "out": str(out) if out != Path("runs/hpinet-lite") else None,
                 "model": None,
-                "preset": preset,
-                "fold": fold,
-                "max_steps": steps,
                 "max_minutes": max_minutes,
-                "lr": lr,
-                "val_every": val_every,
-                "patience": patience,
-                "device": device,
-                "num_threads": threads,
-                "seed": seed,
-                "init_from": str(init) if init else None,
-                "splits_file": str(splits_file) if splits_file else None,
-                "cache_dir": str(cache_dir) if cache_dir else None,
             }
             only = {
                 "--loss-weights": loss_weights,
@@ -206,23 +209,11 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig.load(config) if config else TrainConfig()
         values = cfg.to_dict()
         cli = {
-            "data": data or None,
+            **common,
             "out": str(out) if out != Path("runs/hpinet-lite") or not config else None,
             "model": model,
-            "preset": preset,
-            "fold": fold,
-            "max_steps": steps,
-            "lr": lr,
-            "val_every": val_every,
-            "patience": patience,
             "amp": amp or None,
             "grad_checkpointing": grad_checkpointing or None,
-            "device": device,
-            "num_threads": threads,
-            "seed": seed,
-            "init_from": str(init) if init else None,
-            "splits_file": str(splits_file) if splits_file else None,
-            "cache_dir": str(cache_dir) if cache_dir else None,
         }
         values.update({k: v for k, v in cli.items() if v is not None})
         overrides = _parse_overrides(set_)
