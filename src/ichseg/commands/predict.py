@@ -312,25 +312,10 @@ def run_jobs(
     ``workers > 1``: a process pool (forkserver with torch preloaded where available, else
     spawn; never a plain fork of a process whose torch threads may be running), each process
     with ``threads`` torch threads (default 1) and its own copy of the model."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from ichseg.progress import progress_bar
 
     rows: dict[int, dict[str, Any]] = {}
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not progress,
-        transient=True,
-    )
+    bar = progress_bar(enabled=progress)
     with bar:
         task = bar.add_task(f"predict ({spec.label})", total=len(jobs))
 

@@ -640,22 +640,9 @@ def _progress(it: range, enabled: bool, what: str):  # type: ignore[no-untyped-d
     if not enabled:
         yield from it
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from ichseg.progress import progress_bar
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ) as bar:
+    with progress_bar(transient=False) as bar:
         task = bar.add_task(what, total=len(it))
         for i in it:
             yield i
