@@ -75,6 +75,7 @@ def run_budget(run: Path) -> dict:
         "smote": cfg.get("smote"),
         "sampling": cfg.get("sampling"),
         "max_minutes": cfg.get("max_minutes"),
+        "max_steps": cfg.get("max_steps"),
     }
 
 
@@ -211,7 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     steps = [b["steps"] for b in budgets.values()]
     minutes = sorted({b["max_minutes"] for b in budgets.values()}, key=str)
     per_step = np.mean([b["seconds"] / max(b["steps"], 1) for b in budgets.values()])
-    if len(minutes) == 1:
+    max_steps = {b.get("max_steps") for b in budgets.values()}
+    if len(max_steps) == 1 and all(b["steps"] == b.get("max_steps") for b in budgets.values()):
+        budget = (
+            f"each had the same budget of {steps[0]} steps (config `max_steps`, reached before "
+            f"the {minutes[0]}-minute limit)"
+        )
+        compare = "the ablation differences are within what such short runs vary."
+    elif len(minutes) == 1:
         budget = (
             "each had the same wall-clock budget "
             f"({minutes[0]} min of training, config `max_minutes`)"
@@ -316,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     for folder in runs.values():
         cfg = yaml.safe_load((Path(folder) / "config.yaml").read_text())
         L.append(
-            f"nice -n 10 ichseg train --config configs/{_config_name(cfg)}.yaml --data "
+            f"nice -n 5 ichseg train --config configs/{_config_name(cfg)}.yaml --data "
             f"{cfg['data']} --out {folder} --threads 1 --splits-file {cfg['splits_file']} "
             f"--cache-dir {cfg['cache_dir']} --no-progress"
         )
@@ -335,11 +343,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config_name(cfg: dict) -> str:
+    """The committed config a run's settings come from (its ablation and loss variant)."""
+    base = "munet_lite_dice_bg" if cfg.get("dice_include_background") else "munet_lite"
     if not cfg.get("fpn", True):
-        return "munet_lite_no_fpn"
+        return f"{base}_no_fpn"
     if not cfg.get("smote", True):
-        return "munet_lite_no_smote"
-    return "munet_lite"
+        return f"{base}_no_smote"
+    return base
 
 
 if __name__ == "__main__":
