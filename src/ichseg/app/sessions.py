@@ -283,6 +283,23 @@ def _without_prefix(exc: IchsegError, folder: Path) -> IchsegError:
     return new
 
 
+def _save_upload(source: Any, target: Path, name: str, limit: int) -> None:
+    """Stream an uploaded file object to ``target``, refusing more than ``limit`` bytes or none."""
+    size = 0
+    with target.open("wb") as out:
+        while chunk := source.read(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                from ichseg.app.files import UploadTooLargeError
+
+                raise UploadTooLargeError(
+                    f"{name}: larger than the upload limit of {limit / 2**20:.0f} MiB"
+                )
+            out.write(chunk)
+    if size == 0:
+        raise InputFileError(f"{name}: the uploaded file is empty")
+
+
 # ---------------------------------------------------------------------------------- compute
 def default_compute_slots() -> int:
     """Engine rounds run at once by default: the CPU cores over the threads one round uses."""
@@ -568,21 +585,8 @@ class SessionStore:
             n += 1
         folder.mkdir(parents=True)
         target = folder / name
-        limit = self.config.max_upload_bytes
         try:
-            size = 0
-            with target.open("wb") as out:
-                while chunk := source.read(1 << 20):
-                    size += len(chunk)
-                    if size > limit:
-                        from ichseg.app.files import UploadTooLargeError
-
-                        raise UploadTooLargeError(
-                            f"{name}: larger than the upload limit of {limit / 2**20:.0f} MiB"
-                        )
-                    out.write(chunk)
-            if size == 0:
-                raise InputFileError(f"{name}: the uploaded file is empty")
+            _save_upload(source, target, name, self.config.max_upload_bytes)
             mask = load_mask(target, max_voxels=self.config.max_voxels)
             with self.compute.slot():
                 live.session.start_from_mask(mask, source=f"upload:{name}")
@@ -602,19 +606,7 @@ class SessionStore:
         try:
             target = staging / name
             limit = self.config.max_upload_bytes
-            size = 0
-            with target.open("wb") as out:
-                while chunk := source.read(1 << 20):
-                    size += len(chunk)
-                    if size > limit:
-                        from ichseg.app.files import UploadTooLargeError
-
-                        raise UploadTooLargeError(
-                            f"{name}: larger than the upload limit of {limit / 2**20:.0f} MiB"
-                        )
-                    out.write(chunk)
-            if size == 0:
-                raise InputFileError(f"{name}: the uploaded file is empty")
+            _save_upload(source, target, name, limit)
             dicom = suffix_of(name, (".zip",)) is not None
             if dicom:
                 extract_zip_safely(target, staging / "dicom", max_total_bytes=limit)
