@@ -8,6 +8,7 @@ import pytest
 import torch
 from models_tiny import TINY32
 
+from ichseg.errors import ConfigError, EmptyMaskError
 from ichseg.models.registry import build_model
 from ichseg.training.config import TrainConfig
 from ichseg.training.data import PreparedCase, SamplerConfig, sample_rng
@@ -146,23 +147,31 @@ def test_interactive_validation_scores_sessions(model):
     assert 1.0 <= out["val_noc85"] <= 3.0
 
 
+def iterative_config(data, out, steps: int, **over) -> TrainConfig:
+    """A tiny iterative-training run with interactive validation at its last step."""
+    base = dict(
+        data=str(data),
+        out=str(out),
+        model_overrides={**TINY32, "new_prompt_channel": True, "hint_sigma_px": 1.0},
+        lr=1e-3,
+        max_steps=steps,
+        val_every=steps,
+        ckpt_every=steps,
+        log_every=1,
+        num_threads=1,
+        val_rounds=2,
+    )
+    return TrainConfig.from_dict({**base, **over})
+
+
 def test_trainer_runs_iterative_steps_with_interactive_validation(tiny_physionet, tmp_path):
-    cfg = TrainConfig.from_dict(
-        dict(
-            data=str(tiny_physionet),
-            out=str(tmp_path / "run"),
-            model_overrides={**TINY32, "new_prompt_channel": True, "hint_sigma_px": 1.0},
-            lr=1e-3,
-            max_steps=3,
-            val_every=3,
-            ckpt_every=3,
-            log_every=1,
-            num_threads=1,
-            seed=3,
-            val_rounds=2,
-            val_at_start=True,
-            iterative={"enabled": True, "round_probs": [0.3, 0.7]},
-        )
+    cfg = iterative_config(
+        tiny_physionet,
+        tmp_path / "run",
+        3,
+        seed=3,
+        val_at_start=True,
+        iterative={"enabled": True, "round_probs": [0.3, 0.7]},
     )
     summary = Trainer(cfg, progress=False).run()
     assert summary["steps"] == 3 and np.isfinite(summary["best_val_dice"])
@@ -172,3 +181,54 @@ def test_trainer_runs_iterative_steps_with_interactive_validation(tiny_physionet
     assert val_steps == ["0", "3"]  # the warm start's own score first
     again = TrainConfig.load(tmp_path / "run" / "config.yaml")
     assert again.iterative.enabled and again.iterative.round_probs == (0.3, 0.7)
+
+
+def test_shifted_validation_cases_are_fixed_and_changed():
+    from ichseg.training.data import shifted_validation_cases
+
+    cases = [tiny_case(), tiny_case(6)]
+    dr = {"noise_p": 1.0, "noise_sigma_hu": [20.0, 20.0], "hu_affine_p": 0.0}
+    a, applied = shifted_validation_cases(cases, dr, seed=1)
+    b, _ = shifted_validation_cases(cases, dr, seed=1)
+    assert [c.case_id for c in a] == ["c0", "c0"] and len(applied) == 1  # same id: one entry
+    for x, y, orig in zip(a, b, cases, strict=True):
+        np.testing.assert_array_equal(x.image, y.image)  # the same draw every validation
+        assert not np.array_equal(x.image, orig.image) and x.hu is None
+        assert any(name.startswith("add_noise") for name in applied["c0"])
+    c, _ = shifted_validation_cases(cases, dr, seed=2)
+    assert not np.array_equal(a[0].image, c[0].image)
+    with pytest.raises(EmptyMaskError, match="without HU"):
+        shifted_validation_cases(
+            [PreparedCase("x", cases[0].image, cases[0].mask, (5, 1, 1))], dr, 0
+        )
+
+
+def test_val_shifted_needs_interactive_validation_and_known_fields():
+    base = dict(data="d", val_rounds=2)
+    with pytest.raises(ConfigError, match="val_rounds"):
+        TrainConfig.from_dict({**base, "val_rounds": 0, "val_shifted": {}}).validate()
+    with pytest.raises(ConfigError, match="val_shifted"):
+        TrainConfig.from_dict({**base, "val_shifted": {"no_such_p": 0.5}}).validate()
+    with pytest.raises(ConfigError, match="probability"):
+        TrainConfig.from_dict({**base, "val_shifted": {"noise_p": 2.0}}).validate()
+    TrainConfig.from_dict({**base, "val_shifted": {"noise_p": 1.0}}).validate()
+
+
+def test_trainer_selects_on_clean_and_shifted_validation(tiny_physionet, tmp_path):
+    cfg = iterative_config(
+        tiny_physionet,
+        tmp_path / "run",
+        2,
+        val_shifted={"noise_p": 1.0, "noise_sigma_hu": [30.0, 30.0]},
+        iterative={"enabled": True, "round_probs": [1.0]},
+    )
+    Trainer(cfg, progress=False).run()
+    import csv
+    import json
+
+    rows = [r for r in csv.DictReader((tmp_path / "run" / "log.csv").open()) if r["kind"] == "val"]
+    assert len(rows) == 1
+    clean, shifted = float(rows[0]["val_dice_clean"]), float(rows[0]["val_dice_shifted"])
+    assert float(rows[0]["val_dice"]) == pytest.approx(0.5 * (clean + shifted))
+    applied = json.loads((tmp_path / "run" / "val_shifted.json").read_text())
+    assert applied and all(any(n.startswith("add_noise") for n in v) for v in applied.values())

@@ -38,6 +38,11 @@ class TrainConfig(FoldConfig):
     #: for a checkpoint that beats it)
     val_at_start: bool = False
     val_cases: int | None = None  #: limit validation cases (None = all)
+    #: a domain-shifted copy of the validation cases (a dict of
+    #: :class:`ichseg.data.domain.DomainRandomization` fields, drawn once per case with a fixed
+    #: seed; ``None``: off). With it (and ``val_rounds`` > 0) the selection metric ``val_dice``
+    #: is the mean of the clean (``val_dice_clean``) and shifted (``val_dice_shifted``) Dice.
+    val_shifted: dict[str, Any] | None = None
     ckpt_every: int = 50
     patience: int | None = None  #: stop after this many validations without improvement
     amp: bool = False  #: bf16 autocast on CPU, fp16 + GradScaler on CUDA
@@ -55,6 +60,15 @@ class TrainConfig(FoldConfig):
             raise ConfigError(f"fold {self.fold} is outside 0..{self.folds - 1}")
         if self.max_steps < 1 or self.lr <= 0:
             raise ConfigError("max_steps must be >= 1 and lr > 0")
+        if self.val_shifted is not None:
+            if self.val_rounds < 1:
+                raise ConfigError("val_shifted needs val_rounds >= 1 (interactive validation)")
+            from ichseg.data.domain import DomainRandomization
+
+            try:
+                DomainRandomization(**self.val_shifted)
+            except TypeError as exc:
+                raise ConfigError(f"val_shifted: {exc}") from None
 
     @classmethod
     def _nested(cls, data: dict[str, Any]) -> dict[str, Any]:

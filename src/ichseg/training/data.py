@@ -205,6 +205,40 @@ def augment(
     return np.ascontiguousarray(image, np.float32), np.ascontiguousarray(gt), spacing, applied
 
 
+def shifted_validation_cases(
+    cases: Sequence[PreparedCase],
+    randomization: dict[str, Any],
+    seed: int,
+    window: str = "brain",
+) -> tuple[list[PreparedCase], dict[str, list[str]]]:
+    """A fixed domain-shifted copy of every validation case: one draw of
+    :func:`ichseg.data.domain.randomize` with ``randomization`` (fields of
+    :class:`~ichseg.data.domain.DomainRandomization`) per case, from an RNG fixed by ``seed`` and
+    the case's position, so every validation of a run (and of a resumed run) scores the same
+    scans. Returns the cases (without HU) and, per case id, the transforms applied. Cases left
+    without hemorrhage by the draw are dropped."""
+    from ichseg.data.domain import DomainRandomization, randomize
+
+    dr = DomainRandomization(**randomization)
+    out: list[PreparedCase] = []
+    applied: dict[str, list[str]] = {}
+    for idx, case in enumerate(cases):
+        if case.hu is None:
+            raise EmptyMaskError(
+                f"case {case.case_id} was prepared without HU; a shifted validation needs it"
+            )
+        rng = sample_rng(seed, 0, stream=10_000 + idx)
+        hu, mask, spacing, names = randomize(
+            case.hu.astype(np.float32), case.mask.astype(np.uint8), case.spacing_zyx, rng, dr
+        )
+        if mask is None or not mask.any():
+            continue
+        image = np.ascontiguousarray(apply_window(hu, window), np.float32)
+        out.append(PreparedCase(case.case_id, image, mask.astype(np.uint8), spacing))
+        applied[case.case_id] = names
+    return out, applied
+
+
 def build_sample(
     case: PreparedCase, cfg: SamplerConfig, rng: np.random.Generator, step: int
 ) -> dict[str, object]:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from ichseg.training.data import (
     build_sample,
     prepare_case,
     sample_rng,
+    shifted_validation_cases,
 )
 from ichseg.training.losses import hpinet_loss
 
@@ -62,6 +64,8 @@ LOG_FIELDS = (
     "val_noc85",
     "lr",
     "seconds",
+    "val_dice_clean",
+    "val_dice_shifted",
 )
 #: moved to :mod:`ichseg.training.common`; still importable from here
 __all__ = [
@@ -107,6 +111,13 @@ class Trainer(RunBase):
             for c in self._prepare([by_id[i] for i in val_ids], slice_size, cache, "val")
             if c.positive_slices.size > 0
         ]
+        self.val_shifted_cases: list[PreparedCase] = []
+        if cfg.val_shifted is not None and self.val_cases:
+            self.val_shifted_cases, applied = shifted_validation_cases(
+                self.val_cases, cfg.val_shifted, cfg.seed, cfg.window
+            )
+            if self.dist.is_main:
+                (self.out / "val_shifted.json").write_text(json.dumps(applied, indent=1) + "\n")
         self.stream = SampleStream(self.train_cases, cfg.sampler, cfg.seed, self.dist.rank)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
@@ -126,7 +137,9 @@ class Trainer(RunBase):
         from rich.progress import track
 
         items = track(cases, description=f"preparing {label} cases") if self.progress else cases
-        with_hu = self.cfg.sampler.domain_randomization is not None
+        with_hu = self.cfg.sampler.domain_randomization is not None or (
+            label == "val" and self.cfg.val_shifted is not None
+        )
         return [prepare_case(c, slice_size, self.cfg.window, cache, with_hu=with_hu) for c in items]
 
     # ------------------------------------------------------------------ checkpoints
@@ -233,7 +246,15 @@ class Trainer(RunBase):
             inter = interactive_validation(
                 self.model, self.val_cases, self.cfg.val_rounds, self.cfg.seed
             )
-            return {**inter, "val_vim_dice": slice_val["val_vim_dice"]}
+            out = {**inter, "val_vim_dice": slice_val["val_vim_dice"]}
+            if self.val_shifted_cases:
+                shifted = interactive_validation(
+                    self.model, self.val_shifted_cases, self.cfg.val_rounds, self.cfg.seed
+                )
+                out["val_dice_clean"] = inter["val_dice"]
+                out["val_dice_shifted"] = shifted["val_dice"]
+                out["val_dice"] = 0.5 * (inter["val_dice"] + shifted["val_dice"])
+            return out
         return slice_val
 
     def _validate_slices(self) -> dict[str, float]:
