@@ -304,6 +304,23 @@ def test_compute_gate_queues_beyond_its_slots():
         AppConfig(compute_slots=0).validate()
 
 
+def test_default_compute_slots_follow_the_engines_threads(monkeypatch):
+    import os
+
+    import torch
+
+    from ichseg.app.sessions import default_compute_slots
+    from ichseg.interaction.engine import EngineFactory
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert default_compute_slots(1) == 8
+    assert default_compute_slots(3) == 2
+    assert default_compute_slots(16) == 1  # never 0
+    assert default_compute_slots(None) == max(1, 8 // torch.get_num_threads())
+    # the random walker's round is single-threaded: one slot per core
+    assert EngineFactory("random_walker").threads_per_round == 1
+
+
 def test_refine_reports_its_wait_for_a_compute_slot(tmp_path, factory, bleed_voxels):
     c = make_client(tmp_path, factory, compute_slots=1)
     assert ok(c.get("/api/health"))["compute_slots"] == 1

@@ -367,7 +367,8 @@ def create_app(config: AppConfig, engine_factory: Any = None) -> GuardMiddleware
             workdir=Path(config.workdir),
             data_dir=Path(config.data_dir) if config.data_dir else None,
             max_sessions=config.max_sessions,
-            compute_slots=config.compute_slots or default_compute_slots(),
+            compute_slots=config.compute_slots
+            or default_compute_slots(getattr(engine_factory, "threads_per_round", None)),
             max_upload_bytes=config.max_upload_bytes,
             max_voxels=config.max_voxels,
             default_seed=config.default_seed,

@@ -301,13 +301,16 @@ def _save_upload(source: Any, target: Path, name: str, limit: int) -> None:
 
 
 # ---------------------------------------------------------------------------------- compute
-def default_compute_slots() -> int:
-    """Engine rounds run at once by default: the CPU cores over the threads one round uses."""
+def default_compute_slots(threads_per_round: int | None = None) -> int:
+    """Engine rounds run at once by default: the CPU cores over the threads one round uses
+    (``threads_per_round``; None: torch's intra-op threads)."""
     import os
 
-    import torch
+    if threads_per_round is None:
+        import torch
 
-    return max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
+        threads_per_round = torch.get_num_threads()
+    return max(1, (os.cpu_count() or 1) // max(1, int(threads_per_round)))
 
 
 class ComputeGate:

@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
         compute_slots: Annotated[
             int | None,
             typer.Option(
-                help="Engine rounds computed at once; more queue (default: cores // threads)"
+                help="Engine rounds computed at once; more queue (default: cores // threads a round uses, "
+                "1 for random_walker)"
             ),
         ] = None,
         max_upload_mb: Annotated[int, typer.Option(help="Largest upload in MiB")] = 1024,

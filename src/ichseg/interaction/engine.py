@@ -201,6 +201,16 @@ class EngineFactory:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def threads_per_round(self) -> int:
+        """CPU threads one round keeps busy: 1 for the random walker (scipy's sparse solver is
+        single-threaded), torch's intra-op threads for a network engine."""
+        if self.spec.kind == "random_walker":
+            return 1
+        import torch
+
+        return max(1, torch.get_num_threads())
+
     def __call__(self) -> Engine:
         if self.spec.kind == "random_walker":
             from ichseg.interaction.random_walker import RandomWalkerEngine

@@ -169,6 +169,29 @@ def choose_targets(r: int, depth: int, num: int, limit: int, rng: np.random.Gene
     return out
 
 
+def randomized_image(
+    hu: np.ndarray,
+    mask: np.ndarray,
+    spacing_zyx: Sequence[float],
+    rng: np.random.Generator,
+    randomization: Any,
+    window: str,
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], list[str]]:
+    """One draw of :func:`ichseg.data.domain.randomize` on an HU volume, then the window:
+    ``(float32 image in [0, 1], bool mask, spacing, names of the transforms applied)``."""
+    from ichseg.data.domain import randomize
+
+    hu, out_mask, spacing, applied = randomize(
+        np.ascontiguousarray(hu, np.float32),
+        np.asarray(mask).astype(np.uint8),
+        tuple(float(v) for v in spacing_zyx),
+        rng,
+        randomization,
+    )
+    image = np.ascontiguousarray(apply_window(hu, window), np.float32)
+    return image, np.asarray(out_mask).astype(bool), spacing, applied
+
+
 def augment(
     case: PreparedCase, cfg: SamplerConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], list[str]]:
@@ -183,17 +206,14 @@ def augment(
             raise EmptyMaskError(
                 f"case {case.case_id} was prepared without HU; domain randomisation needs it"
             )
-        from ichseg.data.domain import DomainRandomization, randomize
+        from ichseg.data.domain import DomainRandomization
 
-        dr = DomainRandomization(**cfg.domain_randomization)
         hu = case.hu.astype(np.float32)
         if flip:
             hu, gt = hu[:, :, ::-1], gt[:, :, ::-1]
-        hu, mask, spacing, applied = randomize(
-            np.ascontiguousarray(hu), gt.astype(np.uint8), spacing, rng, dr
+        image, gt, spacing, applied = randomized_image(
+            hu, gt, spacing, rng, DomainRandomization(**cfg.domain_randomization), cfg.window
         )
-        gt = mask.astype(bool)
-        image = apply_window(hu, cfg.window)
     else:
         image = case.image.astype(np.float32)
         if flip:
@@ -217,7 +237,7 @@ def shifted_validation_cases(
     the case's position, so every validation of a run (and of a resumed run) scores the same
     scans. Returns the cases (without HU) and, per case id, the transforms applied. Cases left
     without hemorrhage by the draw are dropped."""
-    from ichseg.data.domain import DomainRandomization, randomize
+    from ichseg.data.domain import DomainRandomization
 
     dr = DomainRandomization(**randomization)
     out: list[PreparedCase] = []
@@ -228,12 +248,11 @@ def shifted_validation_cases(
                 f"case {case.case_id} was prepared without HU; a shifted validation needs it"
             )
         rng = sample_rng(seed, 0, stream=10_000 + idx)
-        hu, mask, spacing, names = randomize(
-            case.hu.astype(np.float32), case.mask.astype(np.uint8), case.spacing_zyx, rng, dr
+        image, mask, spacing, names = randomized_image(
+            case.hu.astype(np.float32), case.mask, case.spacing_zyx, rng, dr, window
         )
-        if mask is None or not mask.any():
+        if not mask.any():
             continue
-        image = np.ascontiguousarray(apply_window(hu, window), np.float32)
         out.append(PreparedCase(case.case_id, image, mask.astype(np.uint8), spacing))
         applied[case.case_id] = names
     return out, applied
