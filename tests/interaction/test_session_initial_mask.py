@@ -210,3 +210,40 @@ def test_log_replay_and_resume_reproduce_round0(tmp_path, model, which):
     if resumed is not None:
         assert resumed.initial_source == "unet:w.pt"
         np.testing.assert_array_equal(resumed.mask().array, s.mask().array)
+
+
+def test_strokes_missing_the_starting_mask_warn_the_user():
+    vol, gt = phantom()
+    wrong = np.zeros_like(gt.array)
+    wrong[2:6, 2:8, 2:8] = 1  # a "false positive" far from the bleed (>= 18 mm)
+    s = InteractiveSession(SpyEngine())
+    s.set_volume(vol)
+    s.start_from_mask(gt.with_array(wrong), "unet:runs/unet/best.pt")
+    s.add_prompt(scribble_in(vol, gt))
+    note = s.run_round().note
+    assert note is not None and "missed this bleed" in note and "unet:runs/unet/best.pt" in note
+    assert "1 component(s)" in note
+    s.add_prompt(scribble_in(vol, gt))  # only the first round after the start is checked
+    assert s.run_round().note is None
+    # a stroke that corrects the starting mask (on it) gets no warning
+    s = InteractiveSession(SpyEngine())
+    s.set_volume(vol)
+    s.start_from_mask(gt, "m")
+    s.add_prompt(scribble_in(vol, gt))
+    assert s.run_round().note is None
+
+
+def test_strokes_miss_mask_counts_neighbouring_slices_in_mm():
+    from ichseg.interaction.session import strokes_miss_mask
+
+    mask = np.zeros((6, 20, 20), bool)
+    mask[2, 5:8, 5:8] = True
+    strokes = np.zeros_like(mask)
+    strokes[3, 6, 6] = True  # one slice above the mask
+    assert not strokes_miss_mask(mask, strokes, (4.0, 1.0, 1.0))  # 4 mm away: near
+    assert strokes_miss_mask(mask, strokes, (6.0, 1.0, 1.0))  # 6 mm slices: too far
+    strokes[:] = False
+    strokes[2, 6, 12] = True  # same slice, 5 mm to the right of the mask's edge (x=7)
+    assert not strokes_miss_mask(mask, strokes, (5.0, 1.0, 1.0))
+    assert strokes_miss_mask(mask, strokes, (5.0, 1.0, 1.2))  # 6 mm in-plane
+    assert not strokes_miss_mask(np.zeros_like(mask), strokes, (5.0, 1.0, 1.0))  # no mask

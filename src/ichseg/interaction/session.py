@@ -76,6 +76,36 @@ LOG_VERSION = 3  #: newest log version read; written only by logs with an ``init
 _BASE_LOG_VERSION = 2  #: version of logs without an ``initial_mask`` event
 MASK_ENCODING = "packbits-zlib-base64"  #: how an ``initial_mask`` event stores its mask
 NOTE_ONLY_BACKGROUND = "only background prompts and no hemorrhage so far: the mask is empty"
+#: how close (mm, in 3D) a first hemorrhage stroke must come to a starting mask to count as
+#: correcting it rather than marking a bleed the starting mask missed
+INITIAL_MASK_NEAR_MM = 5.0
+
+
+def strokes_miss_mask(
+    mask: np.ndarray,
+    strokes: np.ndarray,
+    spacing_zyx: Sequence[float],
+    radius_mm: float = INITIAL_MASK_NEAR_MM,
+) -> bool:
+    """True when ``mask`` (bool ``(Z, Y, X)``) has voxels but none of the ``strokes`` voxels
+    (bool, same grid) lies within ``radius_mm`` of it (3D, slice spacing included)."""
+    from scipy.ndimage import distance_transform_edt
+
+    if not mask.any() or not strokes.any():
+        return False
+    sz, sy, sx = (float(v) for v in spacing_zyx)
+    reach = int(np.floor(radius_mm / sz)) if sz > 0 else 0
+    for z in np.flatnonzero(strokes.reshape(strokes.shape[0], -1).any(axis=1)):
+        lo, hi = max(0, z - reach), min(mask.shape[0], z + reach + 1)
+        for zz in range(lo, hi):
+            near = mask[zz]
+            if not near.any():
+                continue
+            left = radius_mm**2 - ((zz - z) * sz) ** 2  # in-plane reach left at that slice
+            dist = distance_transform_edt(~near, sampling=(sy, sx))
+            if float(dist[strokes[z]].min()) ** 2 <= left:
+                return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -400,6 +430,8 @@ class InteractiveSession:
                 positive, negative = hints[0, z] > 0, hints[1, z] > 0
                 canon[z][positive & ~negative] = 1.0
                 canon[z][negative & ~positive] = 0.0
+        if note is None and prev_state.result is not None and prev_state.result.index == 0:
+            note = self._initial_mask_note(prev_state, new)
         prob_orig = self._reorientation.undo(np.ascontiguousarray(canon.transpose(2, 1, 0)))
         prob_orig = prob_orig.astype(np.float32, copy=False)
         mask_orig = (prob_orig >= cfg.threshold).astype(np.uint8)
@@ -426,6 +458,26 @@ class InteractiveSession:
         self._events.append({"op": "run_round", "volume_ml": round(volume_ml, 4)})
         self._autosave()
         return result
+
+    def _initial_mask_note(self, start: _State, new: Sequence[Prompt]) -> str | None:
+        """A warning when the first hemorrhage strokes after a starting mask all lie away from
+        it: the starting mask missed this bleed, and what it marked is likely wrong too."""
+        if start.canonical_prob is None or not any(p.positive for p in new):
+            return None
+        initial = start.canonical_prob >= self.config.threshold
+        positive = rasterize_prompts([p for p in new if p.positive], initial.shape)[0] > 0
+        spacing_zyx = np.linalg.norm(self.grid_ref.affine_array[:3, :3], axis=0)[::-1]
+        if not strokes_miss_mask(initial, positive, spacing_zyx):
+            return None
+        from scipy.ndimage import label
+
+        n = int(label(initial)[1])
+        source = self.initial_source or "the starting mask"
+        return (
+            f"no hemorrhage stroke of this round is within {INITIAL_MASK_NEAR_MM:g} mm of the "
+            f"starting mask ({source}; {n} component(s), {start.result.volume_ml:.1f} mL, all "
+            "elsewhere): it missed this bleed, so check what it marked, or start again without it"
+        )
 
     # ------------------------------------------------------------------ results
     def probability(self) -> Volume:
