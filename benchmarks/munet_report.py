@@ -323,10 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     L += ["", "## Commands", "", "```bash"]
     for folder in runs.values():
         cfg = yaml.safe_load((Path(folder) / "config.yaml").read_text())
+        extra = "".join(
+            f" --{key.replace('_', '-')} {cfg[key]}"
+            for key in ("splits_file", "cache_dir")
+            if cfg.get(key)
+        )
         L.append(
-            f"nice -n 5 ichseg train --config configs/{_config_name(cfg)}.yaml --data "
-            f"{cfg['data']} --out {folder} --threads 1 --splits-file {cfg['splits_file']} "
-            f"--cache-dir {cfg['cache_dir']} --no-progress"
+            f"ichseg train --config {_config_name(cfg)} --data {cfg['data']} --out {folder} "
+            f"--threads 1{extra} --no-progress"
         )
     L.append(
         "python "
@@ -342,14 +346,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _config_name(cfg: dict) -> str:
-    """The committed config a run's settings come from (its ablation and loss variant)."""
-    base = "munet_lite_dice_bg" if cfg.get("dice_include_background") else "munet_lite"
-    if not cfg.get("fpn", True):
-        return f"{base}_no_fpn"
-    if not cfg.get("smote", True):
-        return f"{base}_no_smote"
-    return base
+def _config_name(cfg: dict, folder: Path = Path("configs")) -> str:
+    """The committed MUNet config a run's settings come from: the one whose every setting
+    equals the run's (``?`` when none does)."""
+    for path in sorted(folder.glob("munet*.yaml")):
+        committed = yaml.safe_load(path.read_text()) or {}
+        if committed and all(cfg.get(k) == v for k, v in committed.items()):
+            return str(path)
+    return "? (no committed config matches the run's config.yaml)"
 
 
 if __name__ == "__main__":
