@@ -95,15 +95,16 @@ def strokes_miss_mask(
         return False
     sz, sy, sx = (float(v) for v in spacing_zyx)
     reach = int(np.floor(radius_mm / sz)) if sz > 0 else 0
+    distances: dict[int, np.ndarray] = {}  # in-plane distance to the mask, per slice, once
     for z in np.flatnonzero(strokes.reshape(strokes.shape[0], -1).any(axis=1)):
         lo, hi = max(0, z - reach), min(mask.shape[0], z + reach + 1)
         for zz in range(lo, hi):
-            near = mask[zz]
-            if not near.any():
+            if not mask[zz].any():
                 continue
+            if zz not in distances:
+                distances[zz] = distance_transform_edt(~mask[zz], sampling=(sy, sx))
             left = radius_mm**2 - ((zz - z) * sz) ** 2  # in-plane reach left at that slice
-            dist = distance_transform_edt(~near, sampling=(sy, sx))
-            if float(dist[strokes[z]].min()) ** 2 <= left:
+            if float(distances[zz][strokes[z]].min()) ** 2 <= left:
                 return False
     return True
 
