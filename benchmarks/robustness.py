@@ -185,6 +185,50 @@ def load_cases(
         yield case.case_id, image, mask
 
 
+def merge_earlier(
+    out: Path, results: pd.DataFrame
+) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
+    """``--update``: the earlier long results of ``out`` with this run's (transform, method)
+    pairs replaced; the earlier commands; the earlier report's transform rows by name."""
+    path = out / "results_long.csv"
+    if not path.is_file():
+        raise ConfigError(f"--update: {path} does not exist (run once without --update)")
+    old = pd.read_csv(path, dtype={"case_id": str})
+    new_pairs = set(results[["transform", "method"]].itertuples(index=False, name=None))
+    keep = [
+        pair not in new_pairs
+        for pair in old[["transform", "method"]].itertuples(index=False, name=None)
+    ]
+    order = list(dict.fromkeys([*old["transform"], *results["transform"]]))
+    merged = pd.concat([old[keep], results], ignore_index=True)
+    methods = list(dict.fromkeys([*old["method"], *results["method"]]))
+    merged["_t"] = merged["transform"].map(order.index)
+    merged["_m"] = merged["method"].map(methods.index)
+    merged = merged.sort_values(["_t", "_m"], kind="stable").drop(columns=["_t", "_m"])
+    merged = merged.reset_index(drop=True)
+    commands: list[str] = []
+    rows: dict[str, str] = {}
+    if (out / "commands.txt").is_file():
+        commands = [c for c in (out / "commands.txt").read_text().splitlines() if c.strip()]
+    report = out / "report.md"
+    if report.is_file():
+        text = report.read_text(encoding="utf-8")
+        if not commands and "```bash" in text:
+            block = text.split("```bash", 1)[1].split("```", 1)[0]
+            commands = [c for c in block.splitlines() if c.strip()]
+        if "## Transforms" in text:
+            section = text.split("## Transforms", 1)[1].split("\n## ", 1)[0]
+            for line in section.splitlines():
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                if (
+                    line.startswith("| ")
+                    and cells[0] not in ("transform", "")
+                    and not cells[0].startswith("-")
+                ):
+                    rows[cells[0]] = line
+    return merged, commands, rows
+
+
 def summarize(results: pd.DataFrame, rounds: int) -> pd.DataFrame:
     """The robustness table: one row per (transform, method), in the order they were run."""
     from ichseg.evaluation.tables import at_round, clicks_to_reach
@@ -279,8 +323,19 @@ def write_report(
     runs: list[TransformRun],
     table: pd.DataFrame,
     seconds: float,
+    earlier: list[str] | None = None,
+    kept_rows: dict[str, str] | None = None,
 ) -> Path:
-    lines = ["# Robustness to input domain shifts", "", "```bash", command, "```", ""]
+    commands = [*(earlier or []), command]
+    lines = ["# Robustness to input domain shifts", "", "```bash", *commands, "```", ""]
+    if earlier:
+        lines += [
+            "The later commands ran with `--update`: each replaced the rows of the (transform, "
+            "method) pairs it evaluated and kept the others (`commands.txt`); settings and wall "
+            "time below are the last command's.",
+            "",
+        ]
+    (out / "commands.txt").write_text("\n".join(commands) + "\n", encoding="utf-8")
     lines += [
         "## Settings",
         "",
@@ -302,6 +357,8 @@ def write_report(
         "| transform | benchmark setting | training randomisation | loader | transform s/case |",
         "|---|---|---|---|---|",
     ]
+    done = {run.name for run in runs}
+    lines += [row for name, row in (kept_rows or {}).items() if name not in done]
     for run in runs:
         setting, training = ROBUSTNESS_NOTES.get(run.name, ("?", "?"))
         notes = set(run.loader_notes.values()) or {"n/a"}
@@ -358,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--case166-window", default="50.5,85", help="HU window case166 is stored in")
     ap.add_argument(
         "--workdir", type=Path, default=None, help="keep transformed files here (default: temp)"
+    )
+    ap.add_argument(
+        "--update",
+        action="store_true",
+        help="merge into the results already in --out: the (transform, method) pairs run now "
+        "replace theirs, the others are kept; the report lists every command that contributed",
     )
     return ap
 
@@ -437,6 +500,10 @@ def run(args: argparse.Namespace, command: str) -> int:
     results = pd.concat(frames, ignore_index=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    earlier: list[str] = []
+    kept_rows: dict[str, str] = {}
+    if args.update:
+        results, earlier, kept_rows = merge_earlier(out, results)
     cols = ["transform", *[c for c in results.columns if c != "transform"]]
     results[cols].to_csv(out / "results_long.csv", index=False)
     table = summarize(results, args.rounds)
@@ -454,6 +521,8 @@ def run(args: argparse.Namespace, command: str) -> int:
         runs,
         table,
         seconds,
+        earlier,
+        kept_rows,
     )
     log(f"wrote {out / 'table.csv'} and {report} in {seconds:.0f} s")
     return 0

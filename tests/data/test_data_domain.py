@@ -547,3 +547,21 @@ def test_robustness_benchmark_end_to_end(tmp_path: Path, bench: ModuleType) -> N
     assert (out / "dice_round8.png").stat().st_size > 1000
     assert (tmp_path / "work" / "skull_stripped_bg0" / "manifest.csv").is_file()
     assert bench.main([*argv[:4], "--transforms", "nope", "--out", str(out)]) == 2
+    # --update re-runs one (transform, method) pair and keeps the other rows and their notes
+    import pandas as pd
+
+    long_before = pd.read_csv(out / "results_long.csv")
+    upd = [*argv[:4], "--transforms", "skull_stripped_bg0", "--method", "random_walker"]
+    upd += ["--rounds", "2", "--out", str(out), "--update"]
+    assert bench.main(upd) == 0
+    with (out / "table.csv").open() as fh:
+        again = list(csv.DictReader(fh))
+    assert again == rows  # deterministic: the replaced row is the same, the kept one untouched
+    long_after = pd.read_csv(out / "results_long.csv")
+    keys = ["transform", "method", "case_id", "round", "dice"]
+    pd.testing.assert_frame_equal(long_after[keys], long_before[keys])  # timings may differ
+    report = (out / "report.md").read_text()
+    assert report.count("python benchmarks/robustness.py") == 2 and "--update" in report
+    assert "| none | untouched |" in report and "| skull_stripped_bg0 |" in report
+    assert len((out / "commands.txt").read_text().splitlines()) == 2
+    assert bench.main([*upd[:-1], "--out", str(tmp_path / "fresh"), "--update"]) == 2

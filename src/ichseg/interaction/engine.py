@@ -80,9 +80,19 @@ class Engine(Protocol):
 #: Methods by name: (engine kind, default options). ``hpinet`` is the network alone as the paper
 #: describes it (previous round fed, no classical part); ``hpinet_refined`` adds the 2D
 #: random-walker refinement near the strokes; ``random_walker`` is the training-free baseline.
+#: Both ``hpinet`` methods bring scans outside the shipped weights' training geometry to its
+#: scale (:class:`~ichseg.preprocess.model_input.PhysicalScale`): the training scans span
+#: 222-255 mm in-plane and 4.8-6 mm slices, randomised to 2.5-7 mm (``MODEL_CARD.md``), so a
+#: narrower field of view is padded with air to 220 mm and slices under 2.5 mm are averaged into
+#: ~5 mm slabs; other scans are untouched. A preprocessing rule, not a refinement of the output.
+TRAINED_GEOMETRY: dict[str, Any] = {
+    "min_fov_mm": 220.0,
+    "min_slice_mm": 2.5,
+    "target_slice_mm": 5.0,
+}
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
-    "hpinet": ("hpinet", {}),
-    "hpinet_refined": ("hpinet", {"stroke_radius_mm": 10.0}),
+    "hpinet": ("hpinet", {**TRAINED_GEOMETRY}),
+    "hpinet_refined": ("hpinet", {**TRAINED_GEOMETRY, "stroke_radius_mm": 10.0}),
     "random_walker": ("random_walker", {}),
 }
 _ALIASES = {"rw": "random_walker"}

@@ -20,7 +20,9 @@ One round (:meth:`HPINetEngine.predict`):
 
 The network works on its own grid (canonical LPS, in-plane padded to a square and resized to the
 preset's slice size, :class:`~ichseg.preprocess.model_input.ModelGrid`); the engine returns the
-probability on the canonical grid.
+probability on the canonical grid. Scans outside the training geometry are brought to its scale
+first (``min_fov_mm``, ``min_slice_mm``: a narrow field of view is padded with air, thin slices
+are averaged into ~5 mm slabs, prompts go to the slab holding their slice).
 
 A session that starts from an existing mask (round 0, e.g. an automatic model's result) calls
 :meth:`HPINetEngine.start_state`: the mask, mapped to the network grid, becomes the state's
@@ -45,7 +47,7 @@ from ichseg.interaction.hints import rasterize_prompts
 from ichseg.interaction.prompts import Prompt
 from ichseg.io.volume import Volume
 from ichseg.options import config_from_options
-from ichseg.preprocess.model_input import ModelGrid, prepare_image
+from ichseg.preprocess.model_input import ModelGrid, PhysicalScale, prepare_image
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -91,6 +93,15 @@ class HPINetEngineConfig:
     stroke_radius_mm: float = 0.0
     stroke_beta: float = 600.0  #: random-walker edge sensitivity of the stroke refinement
     key_batch: int = 16  #: slices per key-encoder batch in encode
+    #: physical-scale rules of the network grid (:class:`~ichseg.preprocess.model_input.PhysicalScale`,
+    #: not in the paper): fields of view narrower than ``min_fov_mm`` are padded with air to it,
+    #: slices thinner than ``min_slice_mm`` are averaged into slabs of about ``target_slice_mm``.
+    #: Scans inside those ranges are untouched; ``None`` (the engine's default) switches a rule
+    #: off; the ``hpinet`` methods set them from the training geometry
+    #: (:data:`ichseg.interaction.engine.TRAINED_GEOMETRY`).
+    min_fov_mm: float | None = None
+    min_slice_mm: float | None = None
+    target_slice_mm: float = 5.0
     #: arithmetic of the network: ``float32``, ``bfloat16`` (autocast; about 1.2x faster rounds
     #: on CPUs with native bf16, see ``benchmarks/interaction_latency.py``) or ``auto``
     #: (bfloat16 where the CPU or GPU supports it natively, else float32; the engine records
@@ -118,6 +129,13 @@ class HPINetEngineConfig:
             raise ConfigError(f"vim_weight must be in [0, 1], got {self.vim_weight}")
         if self.key_batch < 1:
             raise ConfigError(f"key_batch must be >= 1, got {self.key_batch}")
+        try:
+            self.physical_scale()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def physical_scale(self) -> PhysicalScale:
+        return PhysicalScale(self.min_fov_mm, self.min_slice_mm, self.target_slice_mm)
 
     @classmethod
     def from_options(cls, options: dict[str, Any], what: str = "hpinet") -> HPINetEngineConfig:
@@ -189,7 +207,11 @@ class HPINetEngine:
         cfg = self.config
         slice_size = int(self.model.config.slice_size)
         image, grid = prepare_image(
-            canonical, slice_size, cfg.window, assume_stored_window_ok=cfg.assume_stored_window_ok
+            canonical,
+            slice_size,
+            cfg.window,
+            assume_stored_window_ok=cfg.assume_stored_window_ok,
+            scale=cfg.physical_scale(),
         )
         self.encode_prepared(image, grid)
 
@@ -215,8 +237,6 @@ class HPINetEngine:
         """State for a session whose round 0 is an existing mask: ``previous`` (canonical
         ``(Z, Y, X)`` probability or 0/1 mask) on the network grid (square padding, area
         resize, as the image), no memory frames, nothing interacted yet."""
-        from ichseg.preprocess.spatial import center_pad_or_crop, resize
-
         if self.grid is None:
             raise PromptError("no volume encoded: call encode() first")
         prev = np.asarray(previous, dtype=np.float32)
@@ -225,10 +245,7 @@ class HPINetEngine:
                 f"initial mask of shape {prev.shape} does not fit the scan "
                 f"{self.grid.canonical.zyx().shape}"
             )
-        s = self.grid.model_shape[1]
-        side = self.grid.square_shape[1]
-        square, _ = center_pad_or_crop(prev, (None, side, side))
-        small, _ = resize(square, (None, s, s), order="area")
+        small = self.grid.canonical_to_model(prev, "area")
         prob = np.clip(np.asarray(small, np.float32), 0.0, 1.0)
         return HPINetState(np.ascontiguousarray(prob), {}, ())
 
@@ -256,7 +273,7 @@ class HPINetEngine:
         zdim, s, _ = grid.model_shape
         if state is None:
             state = HPINetState(np.zeros(grid.model_shape, np.float32), {}, ())
-        new_slices = sorted({p.z for p in new_prompts})
+        new_slices = sorted({grid.model_slice(p.z) for p in new_prompts})
 
         t = time.perf_counter()
         canon_shape = grid.canonical.zyx().shape
@@ -324,7 +341,7 @@ class HPINetEngine:
         return EngineOutput(
             probability=canon.astype(np.float32, copy=False),
             state=HPINetState(new_prob, memory, tuple(interacted)),
-            propagated_slices=propagated,
+            propagated_slices=sorted({z for j in propagated for z in grid.canonical_slices(j)}),
             timings=timings,
         )
 

@@ -4,6 +4,14 @@
 pad in-plane to a square (air = 0) -> resize in-plane to ``slice_size`` (area averaging).
 :class:`ModelGrid` remembers every step so probability maps / masks predicted on the network grid
 map back onto the original voxel grid and affine (:meth:`ModelGrid.to_original`).
+
+Two optional physical-scale rules (:class:`PhysicalScale`, off unless asked for) keep a scan
+whose geometry lies outside what a network was trained on at the scale it knows: a field of view
+narrower than ``min_fov_mm`` is padded with air to that width before the resize (a cropped
+reconstruction otherwise shows the brain magnified), and slices thinner than ``min_slice_mm``
+are averaged into slabs of about ``target_slice_mm`` (the network grid then has fewer slices
+than the scan; :meth:`ModelGrid.model_slice` maps a scan slice to its slab, and results are
+linearly interpolated back onto every scan slice).
 """
 
 from __future__ import annotations
@@ -15,6 +23,36 @@ import numpy as np
 from ichseg.io.volume import Intensity, Reorientation, Volume, Window, to_canonical
 from ichseg.preprocess.spatial import center_pad_or_crop, resize
 from ichseg.preprocess.windowing import window_volume
+
+
+@dataclass(frozen=True)
+class PhysicalScale:
+    """Physical-scale rules of :func:`prepare_image` (``None`` switches a rule off)."""
+
+    min_fov_mm: float | None = None  #: pad narrower in-plane fields of view to this width (mm)
+    min_slice_mm: float | None = None  #: average thinner slices into slabs ...
+    target_slice_mm: float = 5.0  #: ... of about this thickness (mm)
+
+    def __post_init__(self) -> None:
+        for name in ("min_fov_mm", "min_slice_mm"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 or None, got {value}")
+        if not self.target_slice_mm > 0:
+            raise ValueError(f"target_slice_mm must be > 0, got {self.target_slice_mm}")
+
+    def square_side(self, shape_yx: tuple[int, int], pixel_mm: float) -> int:
+        """In-plane square side (pixels): the larger side, or more to reach ``min_fov_mm``."""
+        side = max(shape_yx)
+        if self.min_fov_mm is not None and side * pixel_mm < self.min_fov_mm:
+            side = int(np.ceil(self.min_fov_mm / pixel_mm))
+        return side
+
+    def n_slices(self, n: int, slice_mm: float) -> int:
+        """Slices of the network grid for ``n`` scan slices of ``slice_mm``."""
+        if self.min_slice_mm is None or slice_mm >= self.min_slice_mm:
+            return n
+        return max(1, min(n, round(n * slice_mm / self.target_slice_mm)))
 
 
 @dataclass
@@ -32,17 +70,41 @@ class ModelGrid:
         return self.model_shape[1] / self.square_shape[1]
 
     @property
+    def n_canonical_slices(self) -> int:
+        return int(self.square_shape[0])
+
+    @property
     def spacing_zyx(self) -> tuple[float, float, float]:
         """Voxel size of the network grid in mm (Z, Y, X)."""
         sx, sy, sz = self.canonical.spacing
+        sz = sz * self.n_canonical_slices / self.model_shape[0]
         return (sz, sy / self.scale_yx, sx / self.scale_yx)
+
+    def _slab_starts(self) -> np.ndarray:
+        # the same partition as the hints' max-pooling (ichseg.interaction.hints)
+        n_in, n_out = self.n_canonical_slices, self.model_shape[0]
+        return np.floor(np.arange(n_out) * n_in / n_out).astype(np.intp)
+
+    def model_slice(self, z: int) -> int:
+        """The network-grid slice that holds canonical slice ``z``."""
+        if self.model_shape[0] == self.n_canonical_slices:
+            return int(z)
+        return int(np.searchsorted(self._slab_starts(), int(z), side="right") - 1)
+
+    def canonical_slices(self, j: int) -> range:
+        """The canonical slices that network-grid slice ``j`` holds."""
+        if self.model_shape[0] == self.n_canonical_slices:
+            return range(int(j), int(j) + 1)
+        starts = self._slab_starts()
+        stop = starts[j + 1] if j + 1 < len(starts) else self.n_canonical_slices
+        return range(int(starts[j]), int(stop))
 
     def to_canonical_zyx(self, array_zyx: np.ndarray, order: str = "linear") -> np.ndarray:
         """Network-grid ``(Z, S, S)`` array -> canonical ``(Z, Y, X)`` grid."""
         arr = np.asarray(array_zyx)
         if arr.shape != self.model_shape:
             raise ValueError(f"expected an array of shape {self.model_shape}, got {arr.shape}")
-        up, _ = resize(arr, (None, self.square_shape[1], self.square_shape[2]), order=order)
+        up, _ = resize(arr, self.square_shape, order=order)
         zyx = self.canonical.zyx().shape
         out, _ = center_pad_or_crop(up, (None, zyx[1], zyx[2]))
         return out
@@ -73,22 +135,19 @@ class ModelGrid:
 
         side = self.square_shape[1]
         square, _ = center_pad_or_crop(np.asarray(hints_czyx), (None, side, side))
-        return downsample_hints(square, (self.model_shape[0], *self.model_shape[1:]))
+        return downsample_hints(square, self.model_shape)
+
+    def canonical_to_model(self, array_zyx: np.ndarray, order: str = "area") -> np.ndarray:
+        """A canonical ``(Z, Y, X)`` array (image, probability) -> the network grid."""
+        square, _ = center_pad_or_crop(np.asarray(array_zyx), (None, *self.square_shape[1:]))
+        out, _ = resize(square, self.model_shape, order=order)
+        return out
 
     def original_to_model(self, array_ijk: np.ndarray, order: str = "nearest") -> np.ndarray:
         """An array on the original ``(i, j, k)`` grid (e.g. a mask) -> network grid ``(Z,S,S)``."""
         vol = self.reorientation.original_affine
         canon, _ = to_canonical(Volume(np.asarray(array_ijk), vol, Intensity.label()))
-        return _square_and_resize(canon.zyx(), self.model_shape[1], order)[0]
-
-
-def _square_and_resize(
-    zyx: np.ndarray, slice_size: int, order: str
-) -> tuple[np.ndarray, tuple[int, int, int]]:
-    side = max(zyx.shape[1], zyx.shape[2])
-    square, _ = center_pad_or_crop(np.ascontiguousarray(zyx), (None, side, side))
-    out, _ = resize(square, (None, slice_size, slice_size), order=order)
-    return out, tuple(int(s) for s in square.shape)  # type: ignore[return-value]
+        return self.canonical_to_model(canon.zyx(), order)
 
 
 def prepare_image(
@@ -97,18 +156,25 @@ def prepare_image(
     window: Window | str = "brain",
     *,
     assume_stored_window_ok: bool = False,
+    scale: PhysicalScale | None = None,
 ) -> tuple[np.ndarray, ModelGrid]:
-    """Windowed ``(Z, S, S)`` float32 image in ``[0, 1]`` and the grid record to map back."""
+    """Windowed ``(Z, S, S')`` float32 image in ``[0, 1]`` and the grid record to map back
+    (``S'`` = ``slice_size``; ``Z`` = the scan's slices unless ``scale`` averages thin ones)."""
+    scale = scale or PhysicalScale()
     canonical, reo = to_canonical(volume)
     win = window_volume(canonical, window, assume_stored_window_ok=assume_stored_window_ok)
-    zyx = win.transpose(2, 1, 0)
-    out, square_shape = _square_and_resize(zyx, slice_size, "area")
-    grid = ModelGrid(reo, canonical, square_shape, tuple(int(s) for s in out.shape))  # type: ignore[arg-type]
+    zyx = np.ascontiguousarray(win.transpose(2, 1, 0))
+    sx, sy, sz = canonical.spacing
+    side = scale.square_side((zyx.shape[1], zyx.shape[2]), float(min(sx, sy)))
+    square_shape = (int(zyx.shape[0]), side, side)
+    model_shape = (scale.n_slices(zyx.shape[0], float(sz)), int(slice_size), int(slice_size))
+    grid = ModelGrid(reo, canonical, square_shape, model_shape)
+    out = grid.canonical_to_model(zyx, "area")
     return np.clip(out, 0.0, 1.0).astype(np.float32), grid
 
 
 def prepare_mask(mask: Volume, grid: ModelGrid) -> np.ndarray:
     """Binary mask on the network grid (area average then >= 0.5, so thin parts survive fairly)."""
     canon, _ = to_canonical(mask)
-    frac, _ = _square_and_resize((canon.zyx() > 0).astype(np.float32), grid.model_shape[1], "area")
+    frac = grid.canonical_to_model((canon.zyx() > 0).astype(np.float32), "area")
     return (frac >= 0.5).astype(np.uint8)

@@ -1,0 +1,119 @@
+"""The network grid: default square + resize, and the physical-scale rules (FOV pad, thin slabs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from models_tiny import TINY32
+
+from ichseg.interaction.hints import rasterize_prompts
+from ichseg.interaction.hpinet_engine import HPINetEngine, HPINetEngineConfig
+from ichseg.interaction.prompts import Scribble
+from ichseg.io.volume import Volume, make_affine, reorient
+from ichseg.models.registry import build_model
+from ichseg.preprocess.model_input import PhysicalScale, prepare_image, prepare_mask
+
+
+def head(shape=(64, 48, 20), spacing=(0.5, 0.5, 5.0), axcodes="LPS"):
+    """Air around a water-like ellipse with a dense blob; (volume, blob mask)."""
+    ii, jj, kk = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    img = np.full(shape, -1000.0)
+    img[
+        ((ii - shape[0] / 2) / (shape[0] / 2.2)) ** 2
+        + ((jj - shape[1] / 2) / (shape[1] / 2.2)) ** 2
+        < 1
+    ] = 35
+    blob = ((ii - shape[0] / 2 - 6) / 8) ** 2 + ((jj - shape[1] / 2) / 6) ** 2 + (
+        (kk - shape[2] / 2) / (shape[2] / 4)
+    ) ** 2 < 1
+    img[blob] = 70
+    vol = Volume(img.astype(np.int16), make_affine(spacing, "LPS", (1.0, 2.0, 3.0)))
+    mask = vol.as_label(blob)
+    if axcodes != "LPS":
+        vol, _ = reorient(vol, axcodes)
+        mask, _ = reorient(mask, axcodes)
+    return vol, mask
+
+
+def test_default_grid_keeps_slices_and_pads_to_the_larger_side():
+    vol, _ = head()
+    image, grid = prepare_image(vol, 32)
+    assert image.shape == (20, 32, 32) and grid.square_shape == (20, 64, 64)
+    assert grid.spacing_zyx == pytest.approx((5.0, 1.0, 1.0))
+    assert [grid.model_slice(z) for z in (0, 7, 19)] == [0, 7, 19]
+    assert list(grid.canonical_slices(7)) == [7]
+
+
+def test_scale_rules_leave_scans_inside_their_ranges_unchanged():
+    vol, _ = head(shape=(64, 48, 20), spacing=(4.0, 4.0, 5.0))  # 256 mm FOV, 5 mm slices
+    plain, g0 = prepare_image(vol, 32)
+    ruled, g1 = prepare_image(vol, 32, scale=PhysicalScale(220.0, 2.5))
+    np.testing.assert_array_equal(plain, ruled)
+    assert g0.square_shape == g1.square_shape and g0.model_shape == g1.model_shape
+
+
+@pytest.mark.parametrize("axcodes", ["LPS", "RAS"])
+def test_narrow_fov_is_padded_with_air_and_maps_back_exactly(axcodes):
+    vol, mask = head(spacing=(1.0, 1.0, 5.0), axcodes=axcodes)  # 64 mm wide: padded to 128 mm
+    image, grid = prepare_image(vol, 32, scale=PhysicalScale(min_fov_mm=128.0))
+    assert grid.square_shape == (20, 128, 128) and image.shape == (20, 32, 32)
+    assert grid.spacing_zyx == pytest.approx((5.0, 4.0, 4.0))
+    assert image[:, 0, :].max() == 0.0  # the added border is air (window floor)
+    small = prepare_mask(mask, grid)
+    back = grid.mask_to_original(small.astype(np.float32))
+    assert back.shape == vol.shape
+    true = mask.array.astype(bool)
+    inter = np.logical_and(back, true).sum()
+    assert 2 * inter / (back.sum() + true.sum()) > 0.8  # 4x coarser in-plane, same place
+
+
+def test_thin_slices_become_slabs_and_prompts_land_in_their_slab():
+    vol, mask = head(shape=(48, 48, 50), spacing=(1.0, 1.0, 1.0))  # 50 x 1 mm slices
+    scale = PhysicalScale(min_slice_mm=2.5, target_slice_mm=5.0)
+    image, grid = prepare_image(vol, 32, scale=scale)
+    assert image.shape == (10, 32, 32) and grid.spacing_zyx[0] == pytest.approx(5.0)
+    slabs = [list(grid.canonical_slices(j)) for j in range(10)]
+    assert sorted(z for s in slabs for z in s) == list(range(50))
+    assert all(grid.model_slice(z) == j for j, s in enumerate(slabs) for z in s)
+    # a stroke on any thin slice survives on the network slab model_slice() names
+    for z in (0, 13, 27, 49):
+        stroke = Scribble(z, [(20, 20), (20, 26)], True, 1.0)
+        hints = grid.canonical_hints_to_model(rasterize_prompts([stroke], (50, 48, 48)))
+        assert hints[0].reshape(10, -1).max(1).nonzero()[0].tolist() == [grid.model_slice(z)]
+    # a probability of the network grid comes back on every thin slice (linear in z)
+    small = prepare_mask(mask, grid).astype(np.float32)
+    back = grid.mask_to_original(small)
+    assert back.shape == vol.shape
+    true = mask.array.astype(bool)
+    assert 2 * np.logical_and(back, true).sum() / (back.sum() + true.sum()) > 0.8
+
+
+def test_scale_validation():
+    with pytest.raises(ValueError, match="min_fov_mm"):
+        PhysicalScale(min_fov_mm=0.0)
+    with pytest.raises(ValueError, match="target_slice_mm"):
+        PhysicalScale(target_slice_mm=-1.0)
+
+
+def test_engine_on_thin_slices_answers_on_every_scan_slice():
+    from ichseg.errors import ConfigError
+
+    torch.manual_seed(0)
+    model = build_model("hpinet", "lite", **TINY32)
+    vol, _ = head(shape=(48, 48, 40), spacing=(1.0, 1.0, 1.0))
+    cfg = HPINetEngineConfig(min_fov_mm=48.0, min_slice_mm=2.5, target_slice_mm=5.0)
+    engine = HPINetEngine(model, cfg)
+    engine.encode(vol)  # LPS already: canonical
+    assert engine.grid.model_shape[0] == 8
+    stroke = Scribble(21, [(30, 24), (30, 28)], True, 1.0)
+    out = engine.predict([stroke], [stroke], None, None)
+    assert out.probability.shape == (40, 48, 48)
+    assert out.state.interacted == (engine.grid.model_slice(21),)
+    slab = set(engine.grid.canonical_slices(engine.grid.model_slice(21)))
+    assert not slab & set(out.propagated_slices)  # the prompted slab itself is the SIM's
+    assert set(out.propagated_slices) <= set(range(40))
+    start = engine.start_state(np.zeros((40, 48, 48), np.float32))
+    assert start.prob.shape == engine.grid.model_shape
+    with pytest.raises(ConfigError, match="min_slice_mm"):
+        HPINetEngineConfig(min_slice_mm=-2.0)
