@@ -227,6 +227,12 @@ def rasterize_prompts(
     return out.astype(np.float32)
 
 
+def bin_starts(n_in: int, n_out: int) -> np.ndarray:
+    """First input index of each of ``n_out`` contiguous bins partitioning ``n_in`` indices
+    (the cells that shrinking hints max-pools over)."""
+    return np.floor(np.arange(n_out) * n_in / n_out).astype(np.intp)
+
+
 def _resize_axis_max(a: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     n_in = a.shape[axis]
     if n_out == n_in:
@@ -243,8 +249,7 @@ def _resize_axis_max(a: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     if n_out < n_in:
         # Partition the input axis into n_out contiguous bins; each input index lands in exactly
         # one bin, so no foreground is dropped.
-        starts = np.floor(np.arange(n_out) * n_in / n_out).astype(np.intp)
-        return np.maximum.reduceat(a, starts, axis=axis)
+        return np.maximum.reduceat(a, bin_starts(n_in, n_out), axis=axis)
     idx = np.floor((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.intp)
     return np.take(a, np.minimum(idx, n_in - 1), axis=axis)
 

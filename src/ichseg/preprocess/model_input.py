@@ -81,9 +81,9 @@ class ModelGrid:
         return (sz, sy / self.scale_yx, sx / self.scale_yx)
 
     def _slab_starts(self) -> np.ndarray:
-        # the same partition as the hints' max-pooling (ichseg.interaction.hints)
-        n_in, n_out = self.n_canonical_slices, self.model_shape[0]
-        return np.floor(np.arange(n_out) * n_in / n_out).astype(np.intp)
+        from ichseg.interaction.hints import bin_starts  # the hints' max-pooling partition
+
+        return bin_starts(self.n_canonical_slices, self.model_shape[0])
 
     def model_slice(self, z: int) -> int:
         """The network-grid slice that holds canonical slice ``z``."""
