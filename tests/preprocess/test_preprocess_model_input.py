@@ -89,6 +89,26 @@ def test_thin_slices_become_slabs_and_prompts_land_in_their_slab():
     assert 2 * np.logical_and(back, true).sum() / (back.sum() + true.sum()) > 0.8
 
 
+def test_training_targets_follow_the_image_grid_on_any_scale():
+    """HU image and subtype labels of training go through the image's own grid mapping."""
+    from ichseg.data.slices import labels_to_grid
+    from ichseg.training.data import network_grid_hu
+
+    vol, mask = head(shape=(40, 48, 50), spacing=(1.0, 1.0, 1.0))  # narrow and thin-sliced
+    scale = PhysicalScale(min_fov_mm=64.0, min_slice_mm=2.5, target_slice_mm=5.0)
+    image, grid = prepare_image(vol, 32, scale=scale)
+    hu = network_grid_hu(vol, grid)
+    assert hu.shape == image.shape == (10, 32, 32)
+    assert hu[:, 0, :].max() == -1000.0  # the FOV padding is air in HU
+    labels = np.where(mask.array > 0, 3, 0).astype(np.uint8).transpose(2, 1, 0)  # LPS zyx
+    labels[:, :, :20] = np.where(labels[:, :, :20] > 0, 5, 0)  # two subtypes side by side
+    grid_labels = labels_to_grid(np.ascontiguousarray(labels), grid)
+    assert grid_labels.shape == image.shape
+    assert set(np.unique(grid_labels)) == {0, 3, 5}
+    binary = prepare_mask(mask, grid)
+    assert ((grid_labels > 0) == binary.astype(bool)).mean() > 0.98
+
+
 def test_scale_validation():
     with pytest.raises(ValueError, match="min_fov_mm"):
         PhysicalScale(min_fov_mm=0.0)

@@ -42,7 +42,6 @@ from ichseg.errors import DatasetLayoutError
 from ichseg.io.volume import Volume, to_canonical
 from ichseg.preprocess.clahe import apply_clahe
 from ichseg.preprocess.model_input import ModelGrid, prepare_image
-from ichseg.preprocess.spatial import center_pad_or_crop, resize
 
 IGNORE = 255  #: segmentation target value of hemorrhage pixels with unknown subtype
 NUM_LABELS = 6  #: EDH, IPH, IVH, SAH, SDH, none
@@ -64,24 +63,16 @@ def labels_to_grid(label_zyx: np.ndarray, grid: ModelGrid) -> np.ndarray:
     Each label's area fraction is resized; a pixel is labelled when the labels cover >= 1/2 of
     it, with the label covering most (thin parts survive as fairly as in the binary masks).
     """
-    side, size = grid.square_shape[1], grid.model_shape[1]
     out = np.zeros(grid.model_shape, np.uint8)
-    zs = np.flatnonzero(label_zyx.reshape(label_zyx.shape[0], -1).any(axis=1))
-    if zs.size == 0:
+    values = [int(v) for v in np.unique(label_zyx) if v != 0]
+    if not values:
         return out
-    part = label_zyx[zs]  # only the labelled slices are resized
-    values = [int(v) for v in np.unique(part) if v != 0]
-    fracs = []
-    for v in values:
-        sq, _ = center_pad_or_crop((part == v).astype(np.float32), (None, side, side))
-        f, _ = resize(sq, (None, size, size), order="area")
-        fracs.append(np.asarray(f, np.float32))
-    stack = np.stack(fracs)
+    stack = np.stack(
+        [grid.canonical_to_model((label_zyx == v).astype(np.float32), "area") for v in values]
+    ).astype(np.float32)
     best = np.asarray(values, np.uint8)[np.argmax(stack, axis=0)]
-    sub = np.zeros(stack.shape[1:], np.uint8)
     keep = stack.sum(axis=0) >= 0.5
-    sub[keep] = best[keep]
-    out[zs] = sub
+    out[keep] = best[keep]
     return out
 
 

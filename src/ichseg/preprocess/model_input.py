@@ -137,9 +137,14 @@ class ModelGrid:
         square, _ = center_pad_or_crop(np.asarray(hints_czyx), (None, side, side))
         return downsample_hints(square, self.model_shape)
 
-    def canonical_to_model(self, array_zyx: np.ndarray, order: str = "area") -> np.ndarray:
-        """A canonical ``(Z, Y, X)`` array (image, probability) -> the network grid."""
-        square, _ = center_pad_or_crop(np.asarray(array_zyx), (None, *self.square_shape[1:]))
+    def canonical_to_model(
+        self, array_zyx: np.ndarray, order: str = "area", pad_value: float = 0.0
+    ) -> np.ndarray:
+        """A canonical ``(Z, Y, X)`` array (image, probability, HU) -> the network grid; the
+        in-plane square padding is filled with ``pad_value`` (e.g. -1000 for HU)."""
+        square, _ = center_pad_or_crop(
+            np.asarray(array_zyx), (None, *self.square_shape[1:]), value=pad_value
+        )
         out, _ = resize(square, self.model_shape, order=order)
         return out
 

@@ -32,7 +32,6 @@ from ichseg.interaction.previous_mask import synthesize_previous_mask
 from ichseg.interaction.scribble_robot import ScribbleRobot
 from ichseg.io.volume import Volume
 from ichseg.preprocess.model_input import ModelGrid, prepare_image, prepare_mask
-from ichseg.preprocess.spatial import center_pad_or_crop, resize
 from ichseg.preprocess.windowing import apply_window
 
 TRAINING_ROBOT = ScribbleRobot(kernel_size=0.12, kernel_jitter=0.2)
@@ -56,12 +55,8 @@ class PreparedCase:
 def network_grid_hu(volume: Volume, grid: ModelGrid) -> np.ndarray:
     """The scan in (approximate) HU on the network grid ``(Z, S, S)``, float16: square-padded
     with air (-1000 HU) and area-resized like :func:`prepare_image`."""
-    canon = grid.canonical
-    hu = canon.hu().transpose(2, 1, 0)
-    side = grid.square_shape[1]
-    square, _ = center_pad_or_crop(np.ascontiguousarray(hu), (None, side, side), value=-1000.0)
-    out, _ = resize(square, (None, *grid.model_shape[1:]), order="area")
-    return np.asarray(out, dtype=np.float16)
+    hu = np.ascontiguousarray(grid.canonical.hu().transpose(2, 1, 0))
+    return np.asarray(grid.canonical_to_model(hu, "area", pad_value=-1000.0), dtype=np.float16)
 
 
 def prepare_case(
