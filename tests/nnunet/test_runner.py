@@ -72,6 +72,35 @@ def test_predict_files_and_cli(
     np.testing.assert_array_equal(cli_mask.array, np.asarray(msk.dataobj))
 
 
+def test_stock_nnunet_checkpoint_with_numpy_log_predicts(
+    tiny_model, tiny_set: tuple[Dataset, Splits], tmp_path: Path
+) -> None:
+    """A results folder of nnU-Net's own ``nnUNetTrainer`` (numpy scalars in the log) loads."""
+    import shutil
+
+    import torch
+
+    model_dir = tmp_path / "stock"
+    shutil.copytree(tiny_model.model_dir, model_dir)
+    ckpt_path = model_dir / "fold_0" / "checkpoint_final.pth"
+    ckpt = safe_torch_load(ckpt_path)
+    ckpt["trainer_name"] = "nnUNetTrainer"
+    ckpt["_best_ema"] = np.float64(0.1)
+    ckpt["logging"] = {
+        k: [np.float64(v) for v in vals]
+        for k, vals in ckpt["logging"].items()
+        if all(isinstance(v, float) for v in vals)
+    }
+    torch.save(ckpt, ckpt_path)
+    with pytest.raises(InputFileError, match="refusing to unpickle"):
+        safe_torch_load(ckpt_path)
+    ds, sp = tiny_set
+    scan = ds.get(sp.fold(0).test[0]).load_image()
+    (stock,) = predict_volumes(model_dir, [scan], fold=0, progress=False)
+    (ours,) = predict_volumes(tiny_model.model_dir, [scan], fold=0, progress=False)
+    np.testing.assert_array_equal(stock.array, ours.array)
+
+
 def test_train_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no exported dataset with id 5"):
         train(tmp_path, 5)

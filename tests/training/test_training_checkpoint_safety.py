@@ -86,6 +86,35 @@ def test_safe_torch_load_refuses_code(tmp_path: Path, kind: str) -> None:
     assert not target.exists()
 
 
+def _numpy_log_checkpoint(path: Path) -> Path:
+    """Shaped like a stock nnU-Net checkpoint: numpy scalars and arrays in its training log."""
+    torch.save(
+        {
+            "network_weights": {"w": torch.ones(2)},
+            "logging": {"mean_fg_dice": [np.float64(0.5), np.float32(0.25)], "ema": np.arange(3)},
+            "_best_ema": np.float64(0.75),
+            "current_epoch": 1,
+        },
+        path,
+    )
+    return path
+
+
+@pytest.mark.parametrize("kind", sorted(PAYLOADS))
+def test_allow_numpy_reads_numpy_data_and_still_refuses_code(tmp_path: Path, kind: str) -> None:
+    ckpt = _numpy_log_checkpoint(tmp_path / "np.pt")
+    with pytest.raises(InputFileError, match="refusing to unpickle"):
+        safe_torch_load(ckpt)  # the default stays plain tensors/numbers only
+    got = safe_torch_load(ckpt, allow_numpy=True)
+    assert got["_best_ema"] == 0.75 and got["logging"]["mean_fg_dice"][1] == np.float32(0.25)
+    np.testing.assert_array_equal(got["logging"]["ema"], [0, 1, 2])
+    target = tmp_path / "pwned"
+    evil = evil_checkpoint(tmp_path / "evil.pt", target, kind)
+    with pytest.raises(InputFileError, match="refusing to unpickle"):
+        safe_torch_load(evil, allow_numpy=True)
+    assert not target.exists()
+
+
 def test_export_weights_refuses_code_in_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -131,18 +131,41 @@ def _one_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+def numpy_data_globals() -> list[Any]:
+    """The pickle globals that rebuild numpy scalars and arrays from their bytes (constructors
+    of data, no code of the file is run), under numpy 2 and numpy 1 names."""
+    import numpy as np
+
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    out: list[Any] = [np.ndarray, np.dtype]
+    for fn in (multiarray.scalar, multiarray._reconstruct):
+        out += [fn, (fn, f"numpy.core.multiarray.{fn.__name__}")]
+    kinds = "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64"
+    out += [type(np.dtype(k)) for k in kinds.split()]
+    return out
+
+
+def safe_torch_load(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    allow_numpy: bool = False,
+) -> Any:
     """``torch.load(path, weights_only=True)`` with one-line :class:`InputFileError` messages.
 
     A file whose pickle references any global outside PyTorch's weights-only allow-list (a
     function such as ``os.system``, a class instance, a numpy array...) is refused without
     running anything; an unreadable, empty or truncated file gets a "cannot read" message.
+    ``allow_numpy`` also accepts numpy scalars and arrays (:func:`numpy_data_globals`; stock
+    nnU-Net checkpoints keep them in their training log); everything else is still refused.
     """
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"checkpoint not found: {path}")
+    allowed = numpy_data_globals() if allow_numpy else []
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = _GLOBAL_RE.search(str(exc))
         if found:

@@ -10,7 +10,8 @@
   preprocessing, sliding window and resampling back) on ichseg volumes. Each scan is given to
   nnU-Net as the export wrote training cases (LPS voxel order, HU); the mask is mapped back to
   the scan's own grid and checked to have its shape and affine. Checkpoints are read with
-  :func:`ichseg.models.registry.safe_torch_load` (weights only); the network comes from the
+  :func:`ichseg.models.registry.safe_torch_load` (weights only, numpy scalars and arrays allowed:
+  stock ``nnUNetTrainer`` checkpoints load too); the network comes from the
   trainer class's ``build_network_architecture`` and the run's ``plans.json``.
 """
 
@@ -270,7 +271,8 @@ def load_predictor(
     if not 0 < tile_step_size <= 1:
         raise ConfigError(f"tile_step_size must be in (0, 1], got {tile_step_size}")
     ckpt_path = model_dir / f"fold_{fold}" / checkpoint
-    ckpt = safe_torch_load(ckpt_path, map_location="cpu")
+    # stock nnU-Net checkpoints hold numpy scalars in their log: data, allowed; nothing else
+    ckpt = safe_torch_load(ckpt_path, map_location="cpu", allow_numpy=True)
     try:
         weights = ckpt["network_weights"]
         trainer_name = str(ckpt["trainer_name"])
