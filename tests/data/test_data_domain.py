@@ -398,6 +398,9 @@ def test_robustness_transforms_geometry_and_determinism(small: SyntheticCase, na
         assert img is small.image
     elif name.startswith("slices_"):
         assert _ml(mask) == pytest.approx(_ml(small.mask), rel=0.25)  # 15 mm source slices
+    elif name == "wide_fov":  # resampled in-plane onto 1.6x coarser pixels
+        assert _ml(mask) == pytest.approx(_ml(small.mask), rel=0.25)
+        assert img.shape == small.image.shape
     else:
         assert _ml(mask) == pytest.approx(_ml(small.mask), rel=1e-9)
         if name != "cropped_fov":
@@ -420,6 +423,19 @@ def test_robustness_cropped_fov_affine(medium: SyntheticCase) -> None:
     src = medium.image.world_to_voxel(img.voxel_to_world(np.zeros((1, 3))))[0]
     ijk = np.round(src).astype(int)
     assert img.array[0, 0, 0] == medium.image.array[tuple(ijk)]
+
+
+def test_robustness_wide_fov_keeps_world_positions(medium: SyntheticCase) -> None:
+    img, mask = D.apply_robustness("wide_fov", medium.image, medium.mask, "x")
+    assert img.shape == medium.image.shape
+    np.testing.assert_allclose(
+        np.array(img.spacing[:2]), 1.6 * np.array(medium.image.spacing[:2]), rtol=1e-6
+    )
+    assert img.spacing[2] == pytest.approx(medium.image.spacing[2])
+    shift = np.abs(_world_centroid(mask) - _world_centroid(medium.mask))
+    assert (shift <= np.array(img.spacing)).all()
+    head = (img.hu() > 0).sum(), (medium.image.hu() > 0).sum()
+    assert head[0] < 0.6 * head[1]  # the head covers fewer, larger pixels
 
 
 def test_robustness_windowed_and_skull_stripped(medium: SyntheticCase) -> None:

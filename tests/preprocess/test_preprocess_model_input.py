@@ -13,6 +13,7 @@ from ichseg.interaction.prompts import Scribble
 from ichseg.io.volume import Volume, make_affine, reorient
 from ichseg.models.registry import build_model
 from ichseg.preprocess.model_input import PhysicalScale, prepare_image, prepare_mask
+from ichseg.preprocess.spatial import center_pad_or_crop
 
 
 def head(shape=(64, 48, 20), spacing=(0.5, 0.5, 5.0), axcodes="LPS"):
@@ -48,7 +49,7 @@ def test_default_grid_keeps_slices_and_pads_to_the_larger_side():
 def test_scale_rules_leave_scans_inside_their_ranges_unchanged():
     vol, _ = head(shape=(64, 48, 20), spacing=(4.0, 4.0, 5.0))  # 256 mm FOV, 5 mm slices
     plain, g0 = prepare_image(vol, 32)
-    ruled, g1 = prepare_image(vol, 32, scale=PhysicalScale(220.0, 2.5))
+    ruled, g1 = prepare_image(vol, 32, scale=PhysicalScale(220.0, 2.5, max_fov_mm=260.0))
     np.testing.assert_array_equal(plain, ruled)
     assert g0.square_shape == g1.square_shape and g0.model_shape == g1.model_shape
 
@@ -66,6 +67,52 @@ def test_narrow_fov_is_padded_with_air_and_maps_back_exactly(axcodes):
     true = mask.array.astype(bool)
     inter = np.logical_and(back, true).sum()
     assert 2 * inter / (back.sum() + true.sum()) > 0.8  # 4x coarser in-plane, same place
+
+
+def wide(vol: Volume, mask: Volume, pad: tuple[int, int, int, int]) -> tuple[Volume, Volume]:
+    """The same head with air added in-plane (before/after i, before/after j), same origin voxel."""
+    b0, a0, b1, a1 = pad
+    widths = ((b0, a0), (b1, a1), (0, 0))
+    arr = np.pad(vol.array, widths, constant_values=-1000)
+    affine = vol.affine.copy()
+    affine[:3, 3] -= affine[:3, :3] @ np.array([b0, b1, 0.0])
+    return (
+        Volume(arr, affine, vol.intensity),
+        Volume(np.pad(mask.array, widths), affine, mask.intensity),
+    )
+
+
+@pytest.mark.parametrize("axcodes", ["LPS", "RAS"])
+def test_wide_fov_is_cropped_towards_max_fov_and_maps_back_exactly(axcodes):
+    vol, mask = head(shape=(64, 48, 20), spacing=(2.0, 2.0, 5.0))  # head ~ 116 x 87 mm
+    vol, mask = wide(vol, mask, (68, 68, 76, 76))  # 200 x 200 px = 400 mm
+    if axcodes != "LPS":
+        vol, _ = reorient(vol, axcodes)
+        mask, _ = reorient(mask, axcodes)
+    image, grid = prepare_image(vol, 64, scale=PhysicalScale(max_fov_mm=260.0))
+    assert grid.square_shape == (20, 130, 130)  # 260 mm: the head fits, no need to stop earlier
+    plain, _ = prepare_image(vol, 64)
+    assert image.sum() > plain.sum() * 1.5  # the head fills more of the network grid
+    small = prepare_mask(mask, grid)
+    back = grid.mask_to_original(small.astype(np.float32))
+    assert back.shape == vol.shape
+    true = mask.array.astype(bool)
+    assert 2 * np.logical_and(back, true).sum() / (back.sum() + true.sum()) > 0.85
+    prob = np.ones(grid.model_shape, np.float32)
+    outside = grid.to_original(prob) == 0  # the cropped border comes back as zeros
+    assert outside.any() and not np.logical_and(outside, true).any()
+
+
+def test_wide_fov_crop_never_cuts_into_the_head():
+    vol, mask = head(shape=(64, 48, 20), spacing=(2.0, 2.0, 5.0))
+    vol, mask = wide(vol, mask, (4, 132, 76, 76))  # 400 mm, head against one edge
+    _, grid = prepare_image(vol, 32, scale=PhysicalScale(max_fov_mm=260.0))
+    side = grid.square_shape[1]
+    assert 130 < side < 200  # cropped, but less than max_fov_mm asks
+    win = (vol.array > 0).any(axis=2)  # LPS: i = x, j = y
+    kept = center_pad_or_crop(win.T, (side, side))[0]
+    assert kept.sum() == win.sum()  # every head pixel is inside the square
+    assert center_pad_or_crop(win.T, (side - 1, side - 1))[0].sum() != win.sum()
 
 
 def test_thin_slices_become_slabs_and_prompts_land_in_their_slab():
@@ -112,6 +159,8 @@ def test_training_targets_follow_the_image_grid_on_any_scale():
 def test_scale_validation():
     with pytest.raises(ValueError, match="min_fov_mm"):
         PhysicalScale(min_fov_mm=0.0)
+    with pytest.raises(ValueError, match="max_fov_mm"):
+        PhysicalScale(min_fov_mm=220.0, max_fov_mm=200.0)
     with pytest.raises(ValueError, match="target_slice_mm"):
         PhysicalScale(target_slice_mm=-1.0)
 

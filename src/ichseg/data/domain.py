@@ -29,6 +29,8 @@ transform                   benchmark setting                                tra
 ``slices_2.5mm``            2.5 mm (edge of the training range)              (see above)
 ``slices_10mm``             10 mm slices (thick-slab average)                (see above)
 ``cropped_fov``             in-plane box of 55 % of each side, lesion kept   p=0.1, keep 0.7-0.95
+``wide_fov``                reconstructed over a 1.6x wider field of view    p=0.3, zoom 0.7-1.3
+                            (same matrix, 1.6x larger pixels)
 ``noise_x2``                noise sigma doubled (added sigma = sqrt(3) x     p=0.5, sigma 0-15 HU
                             estimated, 1 px correlation)                     absolute (inside range)
 ``kernel_smooth``           Gaussian in-plane blur sigma 1.3 mm              p=0.15, 0.3-0.9 mm
@@ -1085,6 +1087,14 @@ def _t_cropped(image: Volume, mask: Volume, case_id: str) -> tuple[Volume, Volum
     return c.new_grid(hu, m, IndexMap((1.0, 1.0, 1.0), (0.0, float(y0), float(x0))))
 
 
+def _t_wide(image: Volume, mask: Volume, case_id: str) -> tuple[Volume, Volume]:
+    c = _Canon.of(image, mask)
+    factor = 1.0 / 1.6
+    hu, m, _ = zoom_inplane(c.hu, c.mask, c.spacing, factor)
+    assert m is not None
+    return c.new_grid(hu, m, zoom_inplane_map((c.hu.shape[1], c.hu.shape[2]), factor))
+
+
 def _t_noise_x2(image: Volume, mask: Volume, case_id: str) -> tuple[Volume, Volume]:
     c = _Canon.of(image, mask)
     ic = c.intracranial()
@@ -1142,6 +1152,7 @@ ROBUSTNESS_TRANSFORMS: dict[str, VolumeTransform] = {
     "slices_2.5mm": _slices(2.5),
     "slices_10mm": _slices(10.0),
     "cropped_fov": _t_cropped,
+    "wide_fov": _t_wide,
     "noise_x2": _t_noise_x2,
     "kernel_smooth": _t_smooth,
     "kernel_sharp": _t_sharp,
@@ -1169,6 +1180,10 @@ ROBUSTNESS_NOTES: dict[str, tuple[str, str]] = {
     "slices_2.5mm": ("2.5 mm slices", "p=0.2, 2.5-7 mm (edge of the range)"),
     "slices_10mm": ("10 mm slices (thick-slab average)", "p=0.2, 2.5-7 mm (outside)"),
     "cropped_fov": ("in-plane box of 55 % of each side, lesion kept", "p=0.1, 70-95 % (outside)"),
+    "wide_fov": (
+        "1.6x wider field of view, same matrix (pixels 1.6x larger, head smaller in the image)",
+        "p=0.3, in-plane zoom 0.7-1.3 (outside)",
+    ),
     "noise_x2": (
         "noise sigma doubled (estimated from brain, sqrt(3) sigma added, 1 px correlation)",
         "p=0.5, sigma U(0, 15) HU absolute (inside)",

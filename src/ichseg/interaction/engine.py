@@ -83,10 +83,13 @@ class Engine(Protocol):
 #: Both ``hpinet`` methods bring scans outside the shipped weights' training geometry to its
 #: scale (:class:`~ichseg.preprocess.model_input.PhysicalScale`): the training scans span
 #: 222-255 mm in-plane and 4.8-6 mm slices, randomised to 2.5-7 mm (``MODEL_CARD.md``), so a
-#: narrower field of view is padded with air to 220 mm and slices under 2.5 mm are averaged into
-#: ~5 mm slabs; other scans are untouched. A preprocessing rule, not a refinement of the output.
+#: narrower field of view is padded with air to 220 mm, a field of view wider than 260 mm is
+#: cropped towards 260 mm as far as the head allows (session 11) and slices under 2.5 mm are
+#: averaged into ~5 mm slabs; other scans are untouched. A preprocessing rule, not a refinement
+#: of the output.
 TRAINED_GEOMETRY: dict[str, Any] = {
     "min_fov_mm": 220.0,
+    "max_fov_mm": 260.0,
     "min_slice_mm": 2.5,
     "target_slice_mm": 5.0,
 }

@@ -21,7 +21,8 @@ One round (:meth:`HPINetEngine.predict`):
 The network works on its own grid (canonical LPS, in-plane padded to a square and resized to the
 preset's slice size, :class:`~ichseg.preprocess.model_input.ModelGrid`); the engine returns the
 probability on the canonical grid. Scans outside the training geometry are brought to its scale
-first (``min_fov_mm``, ``min_slice_mm``: a narrow field of view is padded with air, thin slices
+first (``min_fov_mm``, ``max_fov_mm``, ``min_slice_mm``: a narrow field of view is padded with
+air, a wide one cropped towards the training width without cutting into the head, thin slices
 are averaged into ~5 mm slabs, prompts go to the slab holding their slice).
 
 A session that starts from an existing mask (round 0, e.g. an automatic model's result) calls
@@ -102,6 +103,8 @@ class HPINetEngineConfig:
     min_fov_mm: float | None = None
     min_slice_mm: float | None = None
     target_slice_mm: float = 5.0
+    #: fields of view wider than this are centre-cropped towards it, never into the head
+    max_fov_mm: float | None = None
     #: arithmetic of the network: ``float32``, ``bfloat16`` (autocast; about 1.2x faster rounds
     #: on CPUs with native bf16, see ``benchmarks/interaction_latency.py``) or ``auto``
     #: (bfloat16 where the CPU or GPU supports it natively, else float32; the engine records
@@ -135,7 +138,12 @@ class HPINetEngineConfig:
             raise ConfigError(str(exc)) from None
 
     def physical_scale(self) -> PhysicalScale:
-        return PhysicalScale(self.min_fov_mm, self.min_slice_mm, self.target_slice_mm)
+        return PhysicalScale(
+            min_fov_mm=self.min_fov_mm,
+            min_slice_mm=self.min_slice_mm,
+            target_slice_mm=self.target_slice_mm,
+            max_fov_mm=self.max_fov_mm,
+        )
 
     @classmethod
     def from_options(cls, options: dict[str, Any], what: str = "hpinet") -> HPINetEngineConfig:

@@ -5,10 +5,13 @@ pad in-plane to a square (air = 0) -> resize in-plane to ``slice_size`` (area av
 :class:`ModelGrid` remembers every step so probability maps / masks predicted on the network grid
 map back onto the original voxel grid and affine (:meth:`ModelGrid.to_original`).
 
-Two optional physical-scale rules (:class:`PhysicalScale`, off unless asked for) keep a scan
-whose geometry lies outside what a network was trained on at the scale it knows: a field of view
+Optional physical-scale rules (:class:`PhysicalScale`, off unless asked for) keep a scan whose
+geometry lies outside what a network was trained on at the scale it knows: a field of view
 narrower than ``min_fov_mm`` is padded with air to that width before the resize (a cropped
-reconstruction otherwise shows the brain magnified), and slices thinner than ``min_slice_mm``
+reconstruction otherwise shows the brain magnified); one wider than ``max_fov_mm`` is
+centre-cropped towards that width, never cutting into the head (every pixel above the window's
+floor on any slice is kept; a wide reconstruction otherwise shows the brain shrunk, and the crop
+is undone by padding with zeros on the way back), and slices thinner than ``min_slice_mm``
 are averaged into slabs of about ``target_slice_mm`` (the network grid then has fewer slices
 than the scan; :meth:`ModelGrid.model_slice` maps a scan slice to its slab, and results are
 linearly interpolated back onto every scan slice).
@@ -32,20 +35,42 @@ class PhysicalScale:
     min_fov_mm: float | None = None  #: pad narrower in-plane fields of view to this width (mm)
     min_slice_mm: float | None = None  #: average thinner slices into slabs ...
     target_slice_mm: float = 5.0  #: ... of about this thickness (mm)
+    #: crop wider in-plane fields of view towards this width (mm), keeping the whole head
+    max_fov_mm: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("min_fov_mm", "min_slice_mm"):
+        for name in ("min_fov_mm", "min_slice_mm", "max_fov_mm"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0 or None, got {value}")
         if not self.target_slice_mm > 0:
             raise ValueError(f"target_slice_mm must be > 0, got {self.target_slice_mm}")
+        if (
+            self.min_fov_mm is not None
+            and self.max_fov_mm is not None
+            and self.max_fov_mm < self.min_fov_mm
+        ):
+            raise ValueError(
+                f"max_fov_mm ({self.max_fov_mm}) must be >= min_fov_mm ({self.min_fov_mm})"
+            )
 
-    def square_side(self, shape_yx: tuple[int, int], pixel_mm: float) -> int:
-        """In-plane square side (pixels): the larger side, or more to reach ``min_fov_mm``."""
+    def square_side(
+        self, shape_yx: tuple[int, int], pixel_mm: float, occupied_yx: np.ndarray | None = None
+    ) -> int:
+        """In-plane square side (pixels): the larger side, or more to reach ``min_fov_mm``, or
+        less to approach ``max_fov_mm`` as long as the centre crop keeps every ``True`` pixel of
+        ``occupied_yx`` (the head; without it no crop is made)."""
         side = max(shape_yx)
         if self.min_fov_mm is not None and side * pixel_mm < self.min_fov_mm:
             side = int(np.ceil(self.min_fov_mm / pixel_mm))
+        if (
+            self.max_fov_mm is not None
+            and occupied_yx is not None
+            and side * pixel_mm > self.max_fov_mm
+        ):
+            side = smallest_side_keeping(
+                occupied_yx, int(np.ceil(self.max_fov_mm / pixel_mm)), side
+            )
         return side
 
     def n_slices(self, n: int, slice_mm: float) -> int:
@@ -53,6 +78,25 @@ class PhysicalScale:
         if self.min_slice_mm is None or slice_mm >= self.min_slice_mm:
             return n
         return max(1, min(n, round(n * slice_mm / self.target_slice_mm)))
+
+
+def smallest_side_keeping(occupied_yx: np.ndarray, lower: int, upper: int) -> int:
+    """The smallest square side in ``[lower, upper]`` whose centre pad/crop
+    (:func:`~ichseg.preprocess.spatial.center_pad_or_crop`) keeps every ``True`` pixel."""
+    rows = np.flatnonzero(occupied_yx.any(axis=1))
+    cols = np.flatnonzero(occupied_yx.any(axis=0))
+    if rows.size == 0:
+        return upper
+    for side in range(max(1, lower), upper):
+        kept = True
+        for n, idx in ((occupied_yx.shape[0], rows), (occupied_yx.shape[1], cols)):
+            cut = n - side
+            if cut > 0 and (idx[0] < cut // 2 or idx[-1] >= n - (cut - cut // 2)):
+                kept = False
+                break
+        if kept:
+            return side
+    return upper
 
 
 @dataclass
@@ -170,7 +214,10 @@ def prepare_image(
     win = window_volume(canonical, window, assume_stored_window_ok=assume_stored_window_ok)
     zyx = np.ascontiguousarray(win.transpose(2, 1, 0))
     sx, sy, sz = canonical.spacing
-    side = scale.square_side((zyx.shape[1], zyx.shape[2]), float(min(sx, sy)))
+    occupied = None
+    if scale.max_fov_mm is not None:  # the head: any pixel above the window's floor, any slice
+        occupied = zyx.max(axis=0) > 0.0
+    side = scale.square_side((zyx.shape[1], zyx.shape[2]), float(min(sx, sy)), occupied)
     square_shape = (int(zyx.shape[0]), side, side)
     model_shape = (scale.n_slices(zyx.shape[0], float(sz)), int(slice_size), int(slice_size))
     grid = ModelGrid(reo, canonical, square_shape, model_shape)
