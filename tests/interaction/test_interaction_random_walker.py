@@ -232,6 +232,7 @@ def test_windowed_input_and_intensity_errors():
         {"beta": 0},
         {"margin_mm": -1},
         {"z_margin": 1.5},
+        {"z_margin_mm": -2.0},
         {"downsample": 0},
         {"mode": "amg"},
         {"hu_range": (100, 0)},
@@ -279,3 +280,16 @@ def test_other_solvers_segment_the_blob(solver):
     s.set_volume(vol)
     s.add_prompt(centre_scribble(mask))
     assert dice(s.run_round().mask, mask.array) > 0.8
+
+
+def test_z_margin_is_physical_and_keeps_typical_scans_at_three_slices():
+    """The ROI grows a fixed distance along z, whatever the slice thickness."""
+    engine = RandomWalkerEngine(RandomWalkerConfig())
+    assert [engine.z_margin_slices(mm) for mm in (4.8, 5.0, 6.0)] == [3, 3, 3]
+    assert engine.z_margin_slices(1.0) == 16 and engine.z_margin_slices(10.0) == 2
+    fixed = RandomWalkerEngine(RandomWalkerConfig(z_margin=2))
+    assert fixed.z_margin_slices(1.0) == 2
+    thin = Volume(np.zeros((32, 32, 60), np.int16) + 40, make_affine((1.0, 1.0, 1.0), "LPS"))
+    engine.encode(thin)  # LPS: already canonical
+    roi = engine.roi_for([Scribble(30, [(10, 10), (10, 14)], True, 1.0)])
+    assert roi[0] == slice(14, 47)  # 16 mm above and below slice 30
