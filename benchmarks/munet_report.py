@@ -323,13 +323,16 @@ def main(argv: list[str] | None = None) -> int:
     L += ["", "## Commands", "", "```bash"]
     for folder in runs.values():
         cfg = yaml.safe_load((Path(folder) / "config.yaml").read_text())
+        name, overrides = _config_name(cfg)
         extra = "".join(
-            f" --{key.replace('_', '-')} {cfg[key]}"
-            for key in ("splits_file", "cache_dir")
-            if cfg.get(key)
+            f" --{key.replace('_', '-')} {value}"
+            for key, value in (
+                *((k, cfg[k]) for k in ("splits_file", "cache_dir") if cfg.get(k)),
+                *overrides.items(),
+            )
         )
         L.append(
-            f"ichseg train --config {_config_name(cfg)} --data {cfg['data']} --out {folder} "
+            f"ichseg train --config {name} --data {cfg['data']} --out {folder} "
             f"--threads 1{extra} --no-progress"
         )
     L.append(
@@ -346,15 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _config_name(cfg: dict, folder: Path = Path("configs")) -> str:
-    """The committed MUNet config a run's settings come from: the one whose every setting
-    equals the run's (``?`` when none does)."""
-    for path in sorted(folder.glob("munet*.yaml")):
-        committed = yaml.safe_load(path.read_text()) or {}
-        if committed and all(cfg.get(k) == v for k, v in committed.items()):
-            return str(path)
-    return "? (no committed config matches the run's config.yaml)"
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _config_name(cfg: dict, folder: Path = Path("configs")) -> tuple[str, dict]:
+    """The committed MUNet config a run's settings come from and the CLI options the run changed:
+    the config whose every setting equals the run's, or else one that differs only in the
+    wall-clock budget (a resumed run given a larger ``--max-minutes``); ``?`` when none does."""
+    loose = ("max_minutes",)
+    for allow in ((), loose):
+        for path in sorted(folder.glob("munet*.yaml")):
+            committed = yaml.safe_load(path.read_text()) or {}
+            if committed and all(cfg.get(k) == v for k, v in committed.items() if k not in allow):
+                changed = {k: cfg[k] for k in allow if cfg.get(k) != committed.get(k)}
+                return str(path), changed
+    return "? (no committed config matches the run's config.yaml)", {}
