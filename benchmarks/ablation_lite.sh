@@ -9,7 +9,8 @@
 #   SPLITS      the base run's splits.json (fold 0)
 #   TEST_DATA   `ichseg synth --out DIR --cases 24 --seed 4242` (never used for training)
 # Environment: ICHSEG (command), THREADS, CACHE (prepared-case cache), CONFIG (training YAML),
-#   ROUNDS (evaluation rounds, default 4).
+#   ROUNDS (evaluation rounds, default 4), LR (fine-tuning learning rate, default 3e-4),
+#   ONLY (space-separated subset of the variants below, default all).
 set -euo pipefail
 BASE=$1 DATA=$2 SPLITS=$3 TEST=$4 RUNS=$5 STEPS=${6:-150}
 ICHSEG=${ICHSEG:-ichseg}
@@ -25,11 +26,17 @@ declare -A VARIANTS=(
   [no_fusion]="--set use_fusion=false"
 )
 ORDER=(full volume_pro slice_pro no_memory no_affinity no_fusion)
+if [[ -n "${ONLY:-}" ]]; then
+  read -r -a ORDER <<< "$ONLY"
+  for name in "${ORDER[@]}"; do
+    [[ -v "VARIANTS[$name]" ]] || { echo "ONLY: unknown variant '$name'" >&2; exit 2; }
+  done
+fi
 methods=()
 for name in "${ORDER[@]}"; do
   # shellcheck disable=SC2086
   $ICHSEG train "${EXTRA[@]}" --data "$DATA" --out "$RUNS/$name" --preset lite --fold 0 \
-    --splits-file "$SPLITS" --init "$BASE" --steps "$STEPS" --lr 3e-4 --val-every "$STEPS" \
+    --splits-file "$SPLITS" --init "$BASE" --steps "$STEPS" --lr "${LR:-3e-4}" --val-every "$STEPS" \
     --cache-dir "${CACHE:-$RUNS/cache}" --threads "$THREADS" --seed 0 --no-progress \
     ${VARIANTS[$name]}
   methods+=(--method "$name=hpinet:$RUNS/$name/last.pt")
