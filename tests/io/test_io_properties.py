@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from io_synth import head_phantom
 
@@ -118,6 +118,7 @@ def test_truncated_dicom_slice_always_gives_input_file_error(frac: float) -> Non
     offset=st.integers(0, 351),
     value=st.integers(0, 255),
 )
+@example(suffix=".mha", offset=321, value=0)  # a NUL in the data-file name (found in session 12)
 def test_corrupted_header_bytes_never_escape_as_other_errors(
     suffix: str, offset: int, value: int
 ) -> None:

@@ -189,6 +189,11 @@ def check_declared_size(
             size = data_file.stat().st_size
         except OSError:
             size = None
+        except ValueError:  # e.g. a NUL byte in a corrupted header's data-file name
+            raise InputFileError(
+                f"{path}: the header names a data file that cannot exist ({data_file.name!r}); "
+                "the header is corrupted"
+            ) from None
         if size is not None:
             # raw: the bytes after the offset; deflate: the whole compressed file (the offset is
             # a position in the uncompressed stream)
