@@ -349,3 +349,37 @@ def test_precision_is_resolved_in_the_config_and_close_to_float32(model):
         assert probs[precision].dtype == np.float32
         assert s.engine.config_dict()["precision"] == precision
     assert np.abs(probs["float32"] - probs["bfloat16"]).max() < 0.05
+
+
+def test_vim_weight_one_is_the_vim_output_without_propagation(model, monkeypatch):
+    vol, mask = phantom()
+    sc = lesion_scribble(None, mask)
+    s = hp(model, vim_weight=1.0)
+    s.set_volume(vol)
+    assert s.engine.keys is None  # no memory keys encoded: the propagation is not used
+    s.add_prompt(sc)
+    r = s.run_round()
+    assert "propagation" not in r.timings and "sim" not in r.timings
+    # the same round with the paper's propagation: a different answer from the same network
+    p = hp(model, vim_weight=0.0)
+    p.set_volume(vol)
+    p.add_prompt(sc)
+    assert not np.allclose(p.run_round().probability, r.probability)
+    # hpinet_refined's stroke refinement still runs, on every prompted slice of the VIM output
+    import ichseg.interaction.stroke_refine as stroke_refine
+
+    calls = []
+
+    def spy(image, prob, positive, negative, *, radius, beta):
+        calls.append(bool(positive.any()))
+        return np.zeros_like(prob)
+
+    monkeypatch.setattr(stroke_refine, "refine_slice", spy)
+    q = hp(model, vim_weight=1.0, stroke_radius_mm=3.0)
+    q.set_volume(vol)
+    q.add_prompt(sc)
+    q.run_round()
+    q.add_click(sc.z + 2, 3, 3, False)
+    out = q.run_round()
+    assert calls == [True, True, False]  # round 1: one slice; round 2: both prompted slices
+    assert out.mask[:, :, sc.z + 2].sum() == 0

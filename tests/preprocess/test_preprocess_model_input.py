@@ -7,9 +7,9 @@ import pytest
 import torch
 from models_tiny import TINY32
 
-from ichseg.interaction.hints import rasterize_prompts
+from ichseg.interaction.hints import rasterize_prompt_slices, rasterize_prompts
 from ichseg.interaction.hpinet_engine import HPINetEngine, HPINetEngineConfig
-from ichseg.interaction.prompts import Scribble
+from ichseg.interaction.prompts import Box, Click, Scribble
 from ichseg.io.volume import Volume, make_affine, reorient
 from ichseg.models.registry import build_model
 from ichseg.preprocess.model_input import PhysicalScale, prepare_image, prepare_mask
@@ -134,6 +134,42 @@ def test_thin_slices_become_slabs_and_prompts_land_in_their_slab():
     assert back.shape == vol.shape
     true = mask.array.astype(bool)
     assert 2 * np.logical_and(back, true).sum() / (back.sum() + true.sum()) > 0.8
+
+
+@pytest.mark.parametrize(
+    "shape,spacing,scale,pad",
+    [
+        ((48, 40, 12), (1.0, 1.0, 5.0), PhysicalScale(), None),  # in-plane padding
+        ((48, 48, 50), (1.0, 1.0, 1.0), PhysicalScale(min_slice_mm=2.5), None),  # slabs
+        ((64, 48, 20), (2.0, 2.0, 5.0), PhysicalScale(max_fov_mm=260.0), (68, 68, 76, 76)),
+    ],
+)
+def test_sparse_hints_equal_the_whole_volume_path(shape, spacing, scale, pad):
+    """The engine draws and shrinks only the prompted slices: the same maps as rasterizing the
+    whole scan and shrinking it, on padded, slab and cropped grids."""
+    vol, mask = head(shape=shape, spacing=spacing)
+    if pad is not None:
+        vol, mask = wide(vol, mask, pad)
+    _, grid = prepare_image(vol, 32, scale=scale)
+    zyx = grid.canonical.zyx().shape
+    zmax, ymax, xmax = (n - 1 for n in zyx)
+    prompts = [
+        Scribble(1, [(2, 3), (ymax - 2, xmax - 4)], True, 2.0),
+        Click(1, ymax // 2, 1, False, 3.0),
+        Click(2, 0, xmax, True, 1.0),  # same slab as slice 1 on the slab grid
+        Box(zmax, 4, 5, ymax // 2, xmax // 2),
+        Scribble(zmax, [(6, 6), (8, 9)], True, 1.0),
+        Scribble(zmax // 2, [(ymax, 0), (0, xmax)], False, 1.0),
+    ]
+    dense = grid.canonical_hints_to_model(rasterize_prompts(prompts, zyx))
+    zs, on_slices = rasterize_prompt_slices(prompts, zyx)
+    assert zs == sorted({p.z for p in prompts}) and on_slices.shape == (2, len(zs), *zyx[1:])
+    sparse = grid.canonical_slice_hints_to_model(zs, on_slices)
+    assert sparse.dtype == np.float32 and sparse.any()
+    np.testing.assert_array_equal(sparse, dense)
+    np.testing.assert_array_equal(
+        grid.canonical_slice_hints_to_model([], on_slices[:, :0]), np.zeros_like(dense)
+    )
 
 
 def test_training_targets_follow_the_image_grid_on_any_scale():

@@ -207,11 +207,29 @@ def rasterize_prompts(
     Every prompt is validated against ``shape_zyx`` first (:class:`PromptError` if outside).
     """
     shape = tuple(int(s) for s in shape_zyx)
+    zs, on_slices = rasterize_prompt_slices(
+        prompts, shape, click_radius=click_radius, scribble_width=scribble_width
+    )
+    out = np.zeros((HINT_CHANNELS, *shape), dtype=np.float32)
+    out[:, zs] = on_slices
+    return out
+
+
+def rasterize_prompt_slices(
+    prompts: Iterable[Prompt],
+    shape_zyx: tuple[int, int, int],
+    *,
+    click_radius: float | None = None,
+    scribble_width: float | None = None,
+) -> tuple[list[int], np.ndarray]:
+    """:func:`rasterize_prompts` on the prompted slices only: their indices (ascending) and
+    their hint maps ``(2, len(indices), Y, X)`` float32 (the other slices are empty), so a
+    round need not build and resize a whole-scan volume."""
+    shape = tuple(int(s) for s in shape_zyx)
     if len(shape) != 3:
         raise DimensionalityError(f"shape_zyx must have 3 entries, got {shape_zyx}")
     _check_sizes(click_radius, scribble_width)
-    out = np.zeros((HINT_CHANNELS, *shape), dtype=bool)
-    boxes: dict[int, list[Box]] = {}
+    prompts = list(prompts)
     for p in prompts:
         if not isinstance(p, Click | Scribble | Box):
             raise PromptError(
@@ -219,12 +237,17 @@ def rasterize_prompts(
                 f"{type(p).__name__} (use .on_slice(z) or rasterize_slice)"
             )
         validate(p, shape)
-        _draw_prompt_2d(out[:, p.z], p, click_radius, scribble_width)
+    zs = sorted({int(p.z) for p in prompts})
+    row = {z: n for n, z in enumerate(zs)}
+    out = np.zeros((HINT_CHANNELS, len(zs), *shape[1:]), dtype=bool)
+    boxes: dict[int, list[Box]] = {}
+    for p in prompts:
+        _draw_prompt_2d(out[:, row[p.z]], p, click_radius, scribble_width)
         if isinstance(p, Box):
             boxes.setdefault(p.z, []).append(p)
     for z, on_slice in boxes.items():
-        draw_box_ring(out[HINT_NEGATIVE, z], on_slice)
-    return out.astype(np.float32)
+        draw_box_ring(out[HINT_NEGATIVE, row[z]], on_slice)
+    return zs, out.astype(np.float32)
 
 
 def bin_starts(n_in: int, n_out: int) -> np.ndarray:

@@ -44,7 +44,7 @@ import torch
 
 from ichseg.errors import ConfigError, PromptError
 from ichseg.interaction.engine import EngineOutput
-from ichseg.interaction.hints import rasterize_prompts
+from ichseg.interaction.hints import rasterize_prompt_slices
 from ichseg.interaction.prompts import Prompt
 from ichseg.io.volume import Volume
 from ichseg.options import config_from_options
@@ -82,7 +82,9 @@ class HPINetEngineConfig:
     correction_max_distance: int | None = None
     stop_at_interacted: bool = True  #: stop a chain at a slice the user prompted
     max_interaction_frames: int | None = 8  #: memory frames kept (most recent interactions)
-    vim_weight: float = 0.0  #: final = (1-w)*propagated + w*VIM (0 = paper: propagated only)
+    #: final = (1-w)*propagated + w*VIM (0 = paper: propagated only; 1 = the VIM's 3D output,
+    #: the slice propagation is skipped)
+    vim_weight: float = 0.0
     keep_unreached: bool = True  #: unreached slices keep the previous round's probability
     previous_as_mask: bool = False  #: feed the previous round as a 0/1 mask
     #: give the networks the previous round's result (the paper's Algorithm 1)
@@ -232,7 +234,10 @@ class HPINetEngine:
         self.image = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
         self.image = self.image.to(self.device)  # (1,1,Z,S,S)
         self.keys = None
-        if self.model.mpffm is not None:
+        # memory keys for the slice propagation (not needed when the VIM's output is the answer)
+        if self.model.mpffm is not None and not (
+            self.model.vim is not None and cfg.vim_weight >= 1
+        ):
             z = image.shape[0]
             with self._autocast():
                 parts = [
@@ -285,14 +290,10 @@ class HPINetEngine:
 
         t = time.perf_counter()
         canon_shape = grid.canonical.zyx().shape
-        hints_canon = rasterize_prompts(prompts, canon_shape)
-        hints = torch.from_numpy(grid.canonical_hints_to_model(hints_canon))[None]
-        hints = hints.to(self.device)
+        hints = self._model_hints(prompts, canon_shape)
         new_hints = None
         if getattr(model.config, "new_prompt_channel", False):
-            new_canon = rasterize_prompts(new_prompts, canon_shape)
-            new_hints = torch.from_numpy(grid.canonical_hints_to_model(new_canon))[None]
-            new_hints = new_hints.to(self.device)
+            new_hints = self._model_hints(new_prompts, canon_shape)
         prev_np = state.prob
         if cfg.previous_as_mask:
             prev_np = (prev_np >= cfg.threshold).astype(np.float32)
@@ -319,7 +320,16 @@ class HPINetEngine:
                 interacted.remove(z)
             interacted.append(z)
 
-        if model.config.propagation == "volume" or model.mpffm is None:
+        volume_only = vim_prob is not None and cfg.vim_weight >= 1.0
+        if model.config.propagation == "volume" or model.mpffm is None or volume_only:
+            # the VIM's 3D output is the answer (with w = 1 the propagation would be unused)
+            if cfg.stroke_radius_mm > 0 and interacted:
+                # the stroke refinement on every prompted slice (the VIM answers all slices anew)
+                zs = torch.tensor(sorted(interacted), device=self.device)
+                vim_prob = vim_prob.clone()
+                vim_prob[zs] = self._refine_with_strokes(
+                    vim_prob[zs][:, None], self.image[0, 0][zs], hints[0][:, zs]
+                )[:, 0].to(vim_prob.dtype)
             new_prob = vim_prob.float().cpu().numpy().astype(np.float32)
             propagated = list(range(zdim))
         else:
@@ -354,6 +364,13 @@ class HPINetEngine:
         )
 
     # ------------------------------------------------------------------ internals
+    def _model_hints(self, prompts: Sequence[Prompt], canon_shape: tuple[int, ...]) -> torch.Tensor:
+        """Hint maps ``(1, 2, Z, S, S)`` of ``prompts`` on the network grid, drawn and shrunk on
+        the prompted slices only."""
+        zs, on_slices = rasterize_prompt_slices(prompts, canon_shape)
+        hints = self.grid.canonical_slice_hints_to_model(zs, on_slices)
+        return torch.from_numpy(hints)[None].to(self.device)
+
     def _refine_with_strokes(
         self, prob: torch.Tensor, images: torch.Tensor, hints: torch.Tensor
     ) -> torch.Tensor:

@@ -19,6 +19,7 @@ linearly interpolated back onto every scan slice).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,6 +181,31 @@ class ModelGrid:
         side = self.square_shape[1]
         square, _ = center_pad_or_crop(np.asarray(hints_czyx), (None, side, side))
         return downsample_hints(square, self.model_shape)
+
+    def canonical_slice_hints_to_model(
+        self, slices: Sequence[int], hints_cnyx: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`canonical_hints_to_model` of a hint volume that is empty except on the
+        canonical ``slices``, given as their maps ``(C, len(slices), Y, X)``: only those are
+        padded and shrunk (the same per-cell maximum; a slab takes the maximum of its slices)."""
+        from ichseg.interaction.hints import downsample_hints
+
+        arr = np.asarray(hints_cnyx, dtype=np.float32)
+        zm = self.model_shape[0]
+        if zm > self.n_canonical_slices:  # never made by the physical-scale rules
+            dense = np.zeros((arr.shape[0], self.n_canonical_slices, *arr.shape[2:]), np.float32)
+            dense[:, list(slices)] = arr
+            return self.canonical_hints_to_model(dense)
+        out = np.zeros((arr.shape[0], *self.model_shape), np.float32)
+        if len(slices) == 0:
+            return out
+        side = self.square_shape[1]
+        square, _ = center_pad_or_crop(arr, (None, side, side))
+        small = downsample_hints(square, self.model_shape[1:])
+        for n, z in enumerate(slices):
+            j = self.model_slice(int(z))
+            np.maximum(out[:, j], small[:, n], out=out[:, j])
+        return out
 
     def canonical_to_model(
         self, array_zyx: np.ndarray, order: str = "area", pad_value: float = 0.0
