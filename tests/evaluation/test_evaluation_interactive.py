@@ -263,6 +263,28 @@ def test_load_method_specs(tiny_ckpt):
         load_method("random_walker:beta=-1")
 
 
+def test_hpinet_methods_use_the_output_mix_selected_on_validation(tiny_ckpt):
+    """``hpinet`` mixes in the VIM by the committed validation selection; ``hpinet_paper`` and
+    ``hpinet_refined`` (whose own selection kept w = 0) keep the paper's propagated output."""
+    import json
+    from pathlib import Path
+
+    from ichseg.interaction.engine import METHODS, SELECTED_VIM_WEIGHT
+
+    root = Path(__file__).resolve().parents[2] / "benchmarks/results"
+    chosen = json.loads((root / "vim_weight_selection/selection.json").read_text())
+    assert chosen["chosen_vim_weight"] == SELECTED_VIM_WEIGHT and chosen["stroke_radius_mm"] == 0
+    refined = json.loads((root / "vim_weight_selection_refined/selection.json").read_text())
+    assert refined["stroke_radius_mm"] == METHODS["hpinet_refined"][1]["stroke_radius_mm"] > 0
+    assert METHODS["hpinet_refined"][1].get("vim_weight", 0.0) == refined["chosen_vim_weight"]
+    assert METHODS["hpinet"][1]["vim_weight"] == SELECTED_VIM_WEIGHT
+    assert METHODS["hpinet"][1].get("stroke_radius_mm", 0.0) == 0.0  # no classical part
+    for name, w in (("hpinet", SELECTED_VIM_WEIGHT), ("hpinet_paper", 0.0)):
+        _, factory = load_method(f"{name}:{tiny_ckpt}")
+        cfg = factory().engine.config
+        assert cfg.vim_weight == w and cfg.stroke_radius_mm == 0.0
+
+
 def test_default_weights_missing_is_a_config_error(monkeypatch):
     import sys
 

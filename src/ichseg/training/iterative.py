@@ -233,13 +233,18 @@ def build_iterative_sample(
 
 @torch.no_grad()
 def interactive_validation(
-    model: torch.nn.Module, cases: list[Any], rounds: int = 4, seed: int = 0
+    model: torch.nn.Module,
+    cases: list[Any],
+    rounds: int = 4,
+    seed: int = 0,
+    engine_config: HPINetEngineConfig | None = None,
 ) -> dict[str, float]:
     """Full simulated sessions on prepared validation cases with the network alone (previous
-    round fed, no refinement), scored on the network grid: ``val_dice`` is the mean Dice over
-    rounds 1..``rounds`` (the area under the Dice-per-round curve), ``val_dice_final`` the mean
-    Dice after the last round, ``val_noc85`` the mean number of rounds to Dice >= 0.85
-    (``rounds + 1`` when never reached)."""
+    round fed, no refinement; ``engine_config`` replaces those engine settings), scored on the
+    network grid: ``val_dice`` is the mean Dice over rounds 1..``rounds`` (the area under the
+    Dice-per-round curve), ``val_dice_final`` the mean Dice after the last round, ``val_noc85``
+    the mean number of rounds to Dice >= 0.85 (``rounds + 1`` when never reached)."""
+    engine_config = engine_config or HPINetEngineConfig(feed_previous=True)
     was_training = model.training
     curves, nocs = [], []
     try:
@@ -247,7 +252,7 @@ def interactive_validation(
             gt = case.mask.astype(bool)
             if not gt.any():
                 continue
-            engine = HPINetEngine(model, HPINetEngineConfig(feed_previous=True))
+            engine = HPINetEngine(model, engine_config)
             engine.encode_prepared(case.image, network_grid(gt.shape, case.spacing_zyx))
             user = SimulatedClinician(mode="scribble", start="random_band", seed=seed * 7919 + idx)
             prompts: list = []
