@@ -466,9 +466,11 @@ def load_method(spec: str, *, device: str = "cpu") -> tuple[str, MethodFactory]:
     Specs (see :func:`ichseg.interaction.engine.parse_method_spec`; an optional ``LABEL=``
     prefix sets the name shown in tables, e.g. ``f0=hpinet:runs/f0/best.pt``):
 
-    * ``hpinet`` — ICH-HPINet alone, as the paper describes it (previous round fed back), with
+    * ``hpinet`` — ICH-HPINet alone (previous round fed back as in the paper), its output
+      mixing the VIM into the slice propagation (``vim_weight`` chosen on validation), with
       the shipped weights; ``hpinet:PATH`` with a checkpoint written by ``ichseg train``;
-    * ``hpinet_refined`` — the same network plus the 2D random-walker refinement near the
+    * ``hpinet_paper`` — the same network with the paper's output (propagation only);
+    * ``hpinet_refined`` — the paper's output plus the 2D random-walker refinement near the
       strokes (``stroke_radius_mm=10``; not in the paper);
     * ``...,KEY=VALUE`` — :class:`~ichseg.interaction.hpinet_engine.HPINetEngineConfig` or
       :class:`~ichseg.interaction.random_walker.RandomWalkerConfig` overrides;
