@@ -235,9 +235,7 @@ class HPINetEngine:
         self.image = self.image.to(self.device)  # (1,1,Z,S,S)
         self.keys = None
         # memory keys for the slice propagation (not needed when the VIM's output is the answer)
-        if self.model.mpffm is not None and not (
-            self.model.vim is not None and cfg.vim_weight >= 1
-        ):
+        if not self._volume_only:
             z = image.shape[0]
             with self._autocast():
                 parts = [
@@ -320,9 +318,7 @@ class HPINetEngine:
                 interacted.remove(z)
             interacted.append(z)
 
-        volume_only = vim_prob is not None and cfg.vim_weight >= 1.0
-        if model.config.propagation == "volume" or model.mpffm is None or volume_only:
-            # the VIM's 3D output is the answer (with w = 1 the propagation would be unused)
+        if self._volume_only:
             if cfg.stroke_radius_mm > 0 and interacted:
                 # the stroke refinement on every prompted slice (the VIM answers all slices anew)
                 zs = torch.tensor(sorted(interacted), device=self.device)
@@ -364,6 +360,17 @@ class HPINetEngine:
         )
 
     # ------------------------------------------------------------------ internals
+    @property
+    def _volume_only(self) -> bool:
+        """The VIM's 3D output is the answer: a Volume-Pro model, a model without memory
+        propagation, or ``vim_weight = 1`` (the propagation would be unused)."""
+        model = self.model
+        return (
+            model.config.propagation == "volume"
+            or model.mpffm is None
+            or (model.vim is not None and self.config.vim_weight >= 1.0)
+        )
+
     def _model_hints(self, prompts: Sequence[Prompt], canon_shape: tuple[int, ...]) -> torch.Tensor:
         """Hint maps ``(1, 2, Z, S, S)`` of ``prompts`` on the network grid, drawn and shrunk on
         the prompted slices only."""
