@@ -68,7 +68,7 @@ COLUMNS = (
     "train_hours",
 )
 BASELINES = ("unet", "vnet", "segresnet", "attention_unet", "unetr", "swin_unetr", "nnunet")
-INTERACTIVE = ("hpinet", "hpinet_refined", "random_walker")
+INTERACTIVE = ("hpinet", "hpinet_paper", "hpinet_refined", "random_walker")
 ROUNDS = (1, 3)  #: extra rows METHOD@r; the plain METHOD row is round 8 (or the last)
 FINAL_ROUND = 8
 TABLE_FILES = {"synth": "table.csv", "case166": "table_case166.csv"}
@@ -130,7 +130,8 @@ def model_costs(spec: Any) -> dict[str, float]:
     patch = cfg.get("patch_size") if isinstance(cfg, dict) else None
     out = {"params_m": count_parameters(model) / 1e6, "gflops": math.nan, "patch": ""}
     if patch:
-        rep = model_cost(model, tuple(int(n) for n in patch), spec.name)
+        # the model's own training patch (``example_input_shape``; ``patch_size`` is x, y, z)
+        rep = model_cost(model, None, spec.name)
         if rep.total.flops is not None:
             out["gflops"] = rep.total.flops / 1e9
         out["patch"] = "x".join(str(n) for n in patch)
@@ -398,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         model, wpath = load_weights(args.interactive_weights)
         hp = training_facts(Path(wpath))
         params = count_parameters(model) / 1e6
-        for m in ("hpinet", "hpinet_refined"):
+        for m in ("hpinet", "hpinet_paper", "hpinet_refined"):
             hp_extra[m] = {
                 "params_m": params,
                 "train_steps": hp["train_steps"],
