@@ -27,6 +27,7 @@ import argparse
 import csv
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -55,7 +56,7 @@ def main() -> None:
     ap.add_argument("--splits", type=Path, required=True, help="splits JSON of the weights")
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--weights", type=Path, default=None, help="default: the shipped weights")
-    ap.add_argument("--vim-weights", default="0,0.5,0.75,1")
+    ap.add_argument("--vim-weights", default="0,0.25,0.5,0.75,1")
     ap.add_argument("--val-cases", type=int, default=24, help="first N inner-validation cases")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument(
@@ -95,7 +96,7 @@ def main() -> None:
     ]
     shifted_cfg = yaml.safe_load(args.shifted_config.read_text())["val_shifted"]
     shifted, applied = shifted_validation_cases(clean, shifted_cfg, args.seed, "brain")
-    clean = [c.__class__(c.case_id, c.image, c.mask, c.spacing_zyx) for c in clean]
+    clean = [replace(c, hu=None) for c in clean]  # the HU copy is only for the shifted draws
 
     rows: list[dict[str, float]] = []
     for w in (float(v) for v in args.vim_weights.split(",")):
